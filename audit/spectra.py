@@ -171,39 +171,70 @@ def singular_values(ops: list[Operator], backend: Backend | None = None) -> list
         else:
             raise TypeError(f"not a spectra operator: {type(op).__name__}")
 
-    xp = backend.xp
     for key, members in groups.items():
-        kind = key[0]
-        if kind == "lr":
-            U = backend.put(np.stack([op.U for _, op in members]))
-            Vt = backend.put(np.stack([op.V.T for _, op in members]))
-            ru = xp.linalg.qr(U, mode="reduced").R  # [b, min(m,k), k]
-            rv = xp.linalg.qr(Vt, mode="reduced").R  # [b, min(n,k), k]
-            core = xp.matmul(ru, xp.matrix_transpose(rv))
-            sv = backend.get(xp.linalg.svdvals(core))
-            for j, (i, _) in enumerate(members):
-                values[i] = sv[j]
-        elif kind == "dense":
-            M = backend.put(np.stack([op.M for _, op in members]))
-            sv = backend.get(xp.linalg.svdvals(M))
-            for j, (i, _) in enumerate(members):
-                values[i] = sv[j]
-        else:  # block diagonal: all blocks of all members in one call
-            counts = [op.blocks.shape[0] for _, op in members]
-            B = backend.put(np.concatenate([op.blocks for _, op in members]))
-            sv = backend.get(xp.linalg.svdvals(B))
-            start = 0
-            for (i, _), n in zip(members, counts):
-                values[i] = np.sort(sv[start : start + n].ravel())[::-1]
-                start += n
+        try:
+            with np.errstate(all="ignore"):
+                _solve_group(key[0], members, values, backend)
+        except Exception:  # LAPACK failure on a pathological batch: retry member by member
+            if len(members) == 1:
+                values[members[0][0]] = np.full(min(members[0][1].shape), np.nan)
+                continue
+            for member in members:
+                try:
+                    with np.errstate(all="ignore"):
+                        _solve_group(key[0], [member], values, backend)
+                except Exception:
+                    values[member[0]] = np.full(min(member[1].shape), np.nan)
 
     for i in sorted(kron_parts, reverse=True):  # children always have larger indices than their parent
         a, b = kron_parts[i]
         values[i] = np.sort(np.outer(values[a], values[b]).ravel())[::-1]
 
     for r, i in enumerate(roots):
-        out[r] = np.clip(values[i], 0.0, None)
+        v = values[i]
+        out[r] = v if np.isnan(v).any() else np.clip(v, 0.0, None)
     return out  # type: ignore[return-value]
+
+
+def _finite(op: Operator) -> bool:
+    arrays = (op.U, op.V) if isinstance(op, LowRank) else (op.M,) if isinstance(op, Dense) else (op.blocks,)
+    return all(np.isfinite(a).all() for a in arrays)
+
+
+def _solve_group(kind: str, members: list, values: dict, backend: Backend) -> None:
+    """Singular values of one batch of same-shaped operators, written into ``values``.
+
+    Operators with NaN/Inf entries get a NaN spectrum (LAPACK is never handed non-finite input).
+    """
+    xp = backend.xp
+    bad = [m for m in members if not _finite(m[1])]
+    for i, op in bad:
+        values[i] = np.full(min(op.shape), np.nan)
+    members = [m for m in members if _finite(m[1])]
+    if not members:
+        return
+    if kind == "lr":
+        U = backend.put(np.stack([op.U for _, op in members]))
+        Vt = backend.put(np.stack([op.V.T for _, op in members]))
+        ru = xp.linalg.qr(U, mode="reduced").R  # [b, min(m,k), k]
+        rv = xp.linalg.qr(Vt, mode="reduced").R  # [b, min(n,k), k]
+        core = xp.matmul(ru, xp.matrix_transpose(rv))
+        sv = backend.get(xp.linalg.svdvals(core))
+        for j, (i, _) in enumerate(members):
+            values[i] = sv[j]
+    elif kind == "dense":
+        M = backend.put(np.stack([op.M for _, op in members]))
+        sv = backend.get(xp.linalg.svdvals(M))
+        for j, (i, _) in enumerate(members):
+            values[i] = sv[j]
+    else:  # block diagonal: all blocks of all members in one call
+        counts = [op.blocks.shape[0] for _, op in members]
+        B = backend.put(np.concatenate([op.blocks for _, op in members]))
+        sv = backend.get(xp.linalg.svdvals(B))
+        start = 0
+        for (i, _), n in zip(members, counts):
+            values[i] = np.sort(sv[start : start + n].ravel())[::-1]
+            start += n
 
 
 # ---------------------------------------------------------------------------------------------------------

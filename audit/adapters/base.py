@@ -107,6 +107,7 @@ class LayerAnalysis:
     #   "exact"      ΔW = scale * operator
     #   "direction"  DoRA: operator is the un-normalised direction update; ΔW also needs the base weight
     #   "relative"   ΔW = operator @ W (OFT/BOFT) or W-dependent; spectrum bounds ||ΔW|| / ||W||
+    #   "exact-partial" ΔW = scale * operator + a base-dependent term (GLoRA: operator b1·b2, W·a1·a2 in extra)
     #   "none"       nothing spectral is knowable without the base weights (IA3, norm)
     delta_basis: str = "exact"
     unknowable: list[str] = field(default_factory=list)  # plain statements of what needs base weights

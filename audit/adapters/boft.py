@@ -1,0 +1,157 @@
+"""``boft``: butterfly OFT — a product of ``m`` permuted block-diagonal rotations of the output rows.
+
+Stored: ``oft_blocks [m, n, b, b]`` (``m`` butterfly stages, ``n·b = out_features``), optional ``rescale``
+and ``alpha`` (the norm constraint, exactly as in diag-OFT: see ``audit.adapters.oft``; the norm is taken over
+the whole 4-D tensor, all stages together).
+
+Butterfly convention (LyCORIS ``functional/boft.py``, ComfyUI ``weight_adapter/boft.py``), on the output axis
+of ``W``: for stage ``i`` let ``K = 2^i · (b // 2)``. Write an output index as ``o = c·2K + g·K + κ`` with
+``g ∈ {0, 1}``, ``κ < K``; the permutation ``P_i`` moves row ``o`` to position ``p = c·2K + κ·2 + g`` (the
+``(c g k) -> (c k g)`` regrouping), the permuted rows are cut into ``n`` consecutive groups of ``b``, group
+``d`` is multiplied by ``R_{i,d}`` itself (``einsum("b i j, b j ... -> b i ...")``, not transposed as in
+diag-OFT), and the inverse permutation restores the order:
+
+    S_i = P_iᵀ · blockdiag(R_{i,0}, …, R_{i,n−1}) · P_i,     W' = diag(s) · S_{m−1} ⋯ S_1 S_0 · W.
+
+``R_total = S_{m−1} ⋯ S_0`` is orthogonal but not block-diagonal, so the operator is
+``Dense(diag(s)·R_total − I)``, an ``out × out`` matrix built by pushing the identity through the stages
+(cost ``m·out²·b`` flops and ``8·out²`` bytes). It is the *relative* operator (``delta_basis`` "relative":
+``ΔW = operator · W``). Above ``DENSE_LIMIT`` output rows it is not built; ``extra["sigma_max_bound"]`` then
+bounds it through ``‖R_total − I‖₂ ≤ min(2, Σ_i ‖S_i − I‖₂)``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from audit import findings
+from audit.adapters.base import LayerAnalysis, LayerGroup, ScaleContext, TensorSource
+from audit.adapters.oft import angle_summary, cayley, constraint_extra, read_rescale, skew
+from audit.adapters.scale import read_alpha
+from audit.spectra import Dense
+
+KIND = "boft"
+SCALE_RULE = "oft: alpha is a constraint"
+DENSE_LIMIT = 4096  # out_features above which the dense out×out operator is not built (8·out² bytes)
+
+
+def butterfly_index(out_features: int, half_span: int) -> np.ndarray:
+    """``idx`` with ``x_permuted = x[idx]`` for the stage whose pairs are ``half_span`` rows apart."""
+    return np.arange(out_features).reshape(-1, 2, half_span).transpose(0, 2, 1).reshape(-1)
+
+
+def stage_spans(m: int, b: int) -> list[int]:
+    return [(2**i) * (b // 2) for i in range(m)]
+
+
+def butterfly_total(r: np.ndarray) -> np.ndarray:
+    """``R_total = S_{m−1} ⋯ S_0`` for stage rotations ``r [m, n, b, b]`` (dense ``[n·b, n·b]``)."""
+    m, n, b, _ = r.shape
+    size = n * b
+    total = np.eye(size)
+    for i, span in enumerate(stage_spans(m, b)):
+        idx = butterfly_index(size, span)
+        mixed = np.matmul(r[i], total[idx].reshape(n, b, size)).reshape(size, size)
+        total = np.empty_like(mixed)
+        total[idx] = mixed
+    return total
+
+
+class BOFTAdapter:
+    kind = KIND
+    owns = frozenset({"oft_blocks", "rescale", "alpha"})
+    detects = frozenset({"oft_blocks"})
+    priority = 90
+
+    @staticmethod
+    def accepts(roles, shapes) -> bool:
+        shape = shapes.get("oft_blocks")
+        return shape is not None and len(shape) == 4
+
+    def analyse(self, group: LayerGroup, src: TensorSource, ctx: ScaleContext) -> LayerAnalysis:
+        where = group.key
+        alpha, alpha_findings = read_alpha(group, src)
+        out = LayerAnalysis(kind=KIND, rank=None, alpha=alpha, scale=1.0, scale_rule=SCALE_RULE,
+                            out_features=None, in_features=None, delta_basis="relative")
+        out.findings.extend(alpha_findings)
+        out.findings.append(findings.make(
+            "LA208", "BOFT rotates the base weight: ΔW = (R − I)·W needs the base weight", where))
+        out.unknowable.append("ΔW = (R_total − I)·W: its norm and spectrum need the base weight W; "
+                              "the operator is the relative rotation R_total − I")
+
+        name = group.parts.get("oft_blocks")
+        if name is None:
+            out.findings.append(findings.make("LA206", "BOFT layer without oft_blocks", where))
+            out.delta_basis = "none"
+            return out
+        shape = tuple(int(d) for d in src.shape(name))
+        bad = None
+        if len(shape) != 4 or shape[2] != shape[3] or min(shape) <= 0:
+            bad = "expected [m, n_blocks, b, b] with every size > 0"
+        else:
+            m, n, b, _ = shape
+            size = n * b
+            if b < 2:
+                bad = "block size must be at least 2 for the butterfly pairing"
+            elif any(size % (2 * k) for k in stage_spans(m, b)):
+                bad = f"{size} output rows cannot be paired by {m} butterfly stages of block size {b}"
+        if bad:
+            out.findings.append(findings.make("LA207", f"oft_blocks has shape {list(shape)}: {bad}", where))
+            out.delta_basis = "none"
+            return out
+        out.out_features = size
+        out.extra.update({"stages": m, "n_blocks": n, "block_size": b,
+                          "operator_cost": f"dense {size}x{size} (relative operator R_total − I)"})
+
+        rescale = read_rescale(group, src, size, out)
+        blocks = np.asarray(src.array(name), dtype=np.float64)
+        finite = bool(np.all(np.isfinite(blocks))) and (
+            rescale is None or rescale is False or bool(np.all(np.isfinite(rescale))))
+        if rescale is False:
+            return out
+        if not finite:
+            out.unknowable.append("oft_blocks or rescale hold NaN/Inf values: no spectrum")
+            return out
+        with np.errstate(all="ignore"):
+            q = skew(blocks)
+            if not math.isfinite(float(np.linalg.norm(q.reshape(-1)))):
+                out.findings.append(findings.make("LA209", "oft_blocks overflow when forming ‖B − Bᵀ‖", where))
+                return out
+            qc, _, factor = constraint_extra(alpha, size, q, out)
+            out.extra.update(angle_summary(q, factor))
+            try:
+                r = cayley(qc)
+            except np.linalg.LinAlgError:
+                r = np.full_like(qc, np.nan)
+        if not np.all(np.isfinite(r)):
+            out.findings.append(findings.make("LA209", "Cayley transform of oft_blocks is not finite", where))
+            return out
+
+        # per-stage ‖S_i − I‖₂ = max over blocks of σ_max(R_{i,d} − I) (a permutation does not change it)
+        stage = np.linalg.svd(r - np.eye(b), compute_uv=False).max(axis=(1, 2))
+        out.extra["stage_sigma_max"] = [float(x) for x in stage]
+        s_max = float(np.abs(rescale).max()) if rescale is not None else 1.0
+        s_dev = float(np.abs(rescale - 1.0).max()) if rescale is not None else 0.0
+        # ‖diag(s)R − I‖ ≤ max|s|·‖R − I‖ + max|s − 1|
+        out.extra["sigma_max_bound"] = s_max * min(2.0, float(stage.sum())) + s_dev
+
+        if size > DENSE_LIMIT:
+            out.unknowable.append(
+                f"spectrum not computed: the dense {size}x{size} relative operator exceeds the "
+                f"{DENSE_LIMIT} row limit (extra.sigma_max_bound bounds it)")
+            return out
+        total = butterfly_total(r)
+        if rescale is not None:
+            total = rescale[:, None] * total
+        total[np.diag_indices(size)] -= 1.0
+        with np.errstate(all="ignore"):
+            if not math.isfinite(float(np.linalg.norm(total.reshape(-1)))):
+                out.findings.append(findings.make("LA209", "rescale overflows float64: no spectrum", where))
+                return out
+        out.operator = Dense(total)
+        return out
+
+
+ADAPTER = BOFTAdapter()

@@ -1,0 +1,297 @@
+"""The inspect pipeline: container -> formats -> adapters -> spectra -> blocks -> AuditRecord.
+
+Memory stays bounded whatever the file size: layers are processed in chunks whose decoded factors fit in a
+fixed byte budget, and each chunk's arrays are dropped before the next is read.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from audit import __version__
+from audit import adapters as adapter_registry
+from audit import blocks, formats, spectra
+from audit.adapters.base import LayerAnalysis, LayerGroup
+from audit.container import Limits, SafetensorsFile, open_safetensors
+from audit.errors import AuditError
+from audit.findings import make
+from audit.record import (
+    AdapterSummary,
+    AuditRecord,
+    EngineInfo,
+    FileInfo,
+    FormatInfo,
+    LayerRecord,
+)
+
+CHUNK_BYTES = 64 * 2**20  # decoded float64 bytes per chunk of layers
+EXTREME = 1e4
+# read_array errors that concern one tensor's values only: the layer is reported and skipped
+VALUE_SKIP_CODES = ("LA163", "LA155")  # |value| above this in an adapter factor is reported (LA209)
+
+
+@dataclass
+class Options:
+    device: str = "auto"
+    limits: Limits = Limits()
+    spectrum: bool = True  # keep the full spectrum of each layer in the record
+
+
+class FileTensorSource:
+    """TensorSource over an open SafetensorsFile; checks the health of every tensor it decodes, once."""
+
+    def __init__(self, sf: SafetensorsFile):
+        self.sf = sf
+        self._cache: dict[str, np.ndarray] = {}
+        self.nonfinite: dict[str, int] = {}
+        self.extreme: dict[str, float] = {}
+        self.read_bytes = 0
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.sf.tensors[name].shape
+
+    def dtype(self, name: str) -> str:
+        return self.sf.tensors[name].dtype
+
+    def array(self, name: str) -> np.ndarray:
+        a = self._cache.get(name)
+        if a is None:
+            a = self.sf.read_array(name)
+            self.read_bytes += self.sf.tensors[name].end - self.sf.tensors[name].start
+            finite = np.isfinite(a)
+            if not finite.all():
+                self.nonfinite[name] = int(a.size - np.count_nonzero(finite))
+            elif a.size:
+                peak = float(np.abs(a).max())
+                if peak > EXTREME:
+                    self.extreme[name] = peak
+            self._cache[name] = a
+        return a
+
+    def clear(self) -> None:
+        self._cache.clear()
+
+
+def _decoded_bytes(sf: SafetensorsFile, group: LayerGroup) -> int:
+    return sum(sf.tensors[n].numel * 8 for n in group.parts.values() if n in sf.tensors)
+
+
+def _chunks(sf: SafetensorsFile, groups: list[LayerGroup]):
+    chunk, size = [], 0
+    for g in groups:
+        b = _decoded_bytes(sf, g)
+        if chunk and size + b > CHUNK_BYTES:
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(g)
+        size += b
+    if chunk:
+        yield chunk
+
+
+def _file_info(path: str, sf: SafetensorsFile | None = None) -> FileInfo:
+    name = os.path.basename(os.fspath(path))
+    if sf is None:
+        try:
+            size = os.lstat(path).st_size
+        except OSError:
+            size = 0
+        return FileInfo(path=os.fspath(path), name=name, size=size)
+    return FileInfo(
+        path=os.fspath(path),
+        name=name,
+        size=sf.size,
+        header_bytes=sf.header_len,
+        tensor_count=len(sf.tensors),
+        dtypes=dict(sorted(Counter(t.dtype for t in sf.tensors.values()).items())),
+        metadata=dict(sorted(sf.metadata.items())) if sf.metadata else sf.metadata,
+    )
+
+
+def inspect_file(path: str | os.PathLike, options: Options | None = None) -> AuditRecord:
+    """Audit one file. Never raises for a bad file: the record carries a coded error instead."""
+    options = options or Options()
+    path = os.fspath(path)
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    record = AuditRecord(file=_file_info(path), tool={"name": "lora-audit", "version": __version__})
+    try:
+        sf = open_safetensors(path, options.limits)
+    except AuditError as e:
+        record.status = "error"
+        record.error = make(e.code, e.message, e.where)
+        record.findings.append(record.error)
+        record.timing = {"total": time.perf_counter() - t0}
+        return record
+    timing["open"] = time.perf_counter() - t0
+    try:
+        with sf:
+            _analyse(sf, record, options, timing)
+    except AuditError as e:  # e.g. the file was truncated or changed while its tensors were read
+        record.status = "error"
+        record.error = make(e.code, e.message, e.where)
+        record.findings.append(record.error)
+    timing["total"] = time.perf_counter() - t0
+    record.timing = timing
+    return record
+
+
+def _analyse(sf: SafetensorsFile, record: AuditRecord, options: Options, timing: dict[str, float]) -> None:
+    t = time.perf_counter()
+    record.file = _file_info(record.file.path, sf)
+    record.findings.extend(sf.findings)
+    fr = formats.parse({n: formats.TensorMeta(i.dtype, i.shape) for n, i in sf.tensors.items()}, sf.metadata)
+    record.findings.extend(fr.findings)
+    timing["formats"] = time.perf_counter() - t
+
+    device = spectra.resolve_device(options.device)
+    backend = spectra.Backend(device)
+    record.engine = EngineInfo(device=device, backend=backend.name)
+
+    src = FileTensorSource(sf)
+    flux_like = blocks.is_flux_like([g.module for g in fr.groups])
+    unclaimed: list[str] = []
+    skipped: list[str] = []  # tensors whose values cannot be decoded (reported, never silently dropped)
+    layers: list[LayerRecord] = []
+    t_math = 0.0
+    t = time.perf_counter()
+    for chunk in _chunks(sf, fr.groups):
+        analysed: list[tuple[LayerGroup, LayerAnalysis]] = []
+        for g in chunk:
+            shapes = {role: sf.tensors[name].shape for role, name in g.parts.items()}
+            adapter = adapter_registry.detect(g, shapes)
+            if adapter is None:
+                unclaimed.extend(g.parts.values())
+                continue
+            try:
+                analysed.append((g, adapter.analyse(g, src, fr.scale)))
+            except AuditError as e:
+                if e.code not in VALUE_SKIP_CODES:
+                    raise  # truncation or a change on disk: the whole file is in doubt
+                record.findings.append(make(e.code, e.message, e.where or g.key))
+                skipped.extend(g.parts.values())
+        tm = time.perf_counter()
+        ops = [a.operator for _, a in analysed if a.operator is not None]
+        values = iter(spectra.singular_values(ops, backend)) if ops else iter(())
+        for g, a in analysed:
+            sv = next(values) * abs(a.scale) if a.operator is not None else None
+            layers.append(_layer_record(g, a, sv, flux_like, options))
+            record.findings.extend(a.findings)
+        t_math += time.perf_counter() - tm
+        src.clear()
+    timing["layers"] = time.perf_counter() - t
+    timing["spectra"] = t_math
+
+    _health_findings(record, src, layers)
+    unrecognised = sorted(set(fr.unrecognised) | set(unclaimed) | set(skipped))
+    if unclaimed:
+        record.findings.append(make(
+            "LA201",
+            f"{len(unclaimed)} tensor(s) grouped by key name but matching no adapter kind",
+            where=unclaimed[0],
+        ))
+    record.format = FormatInfo(
+        id=fr.format,
+        formats=dict(sorted(fr.formats.items())),
+        recognised=fr.total - len(unrecognised),
+        total=fr.total,
+        unrecognised=unrecognised,
+        scale_convention=fr.scale.convention,
+        scale_source=fr.scale.source,
+        embeddings=fr.embeddings,
+    )
+    record.layers = layers
+    record.blocks = blocks.summarise(layers)
+    record.adapter = _summary(layers)
+    record.domain, record.domain_reason = _domain(fr, layers)
+    if not sf.tensors:
+        record.findings.append(make("LA210"))
+    elif not layers:
+        record.findings.append(make("LA200", f"no adapter layers recognised among {fr.total} tensors"))
+
+
+def _layer_record(g: LayerGroup, a: LayerAnalysis, sv, flux_like: bool, options: Options) -> LayerRecord:
+    block_id, _, _ = blocks.block_of(g.component, g.module, flux_like=flux_like)
+    rec = LayerRecord(
+        key=g.key,
+        component=g.component,
+        module=g.module,
+        block=block_id,
+        kind=a.kind,
+        format=g.format,
+        tensors=sorted(g.parts.values()),
+        out_features=a.out_features,
+        in_features=a.in_features,
+        kernel=list(a.kernel),
+        rank=a.rank,
+        alpha=a.alpha,
+        scale=a.scale,
+        scale_rule=a.scale_rule,
+        delta_basis=a.delta_basis,
+        unknowable=list(a.unknowable),
+        extra=dict(a.extra),
+    )
+    if sv is not None:
+        m = spectra.metrics(sv)
+        rec.fro, rec.spectral = m.fro, m.spectral
+        rec.stable_rank, rec.entropy_rank = m.stable_rank, m.entropy_rank
+        rec.energy_rank_90, rec.energy_rank_99 = m.energy_rank_90, m.energy_rank_99
+        if options.spectrum:
+            rec.spectrum = [float(x) for x in sv]
+    return rec
+
+
+def _health_findings(record: AuditRecord, src: FileTensorSource, layers: list[LayerRecord]) -> None:
+    for name, count in sorted(src.nonfinite.items()):
+        record.findings.append(make("LA202", f"{count} NaN/Inf value(s) in tensor", where=name))
+    for name, peak in sorted(src.extreme.items()):
+        record.findings.append(make("LA209", f"largest |value| {peak:.3g} exceeds {EXTREME:g}", where=name))
+    for layer in layers:
+        if layer.spectral == 0.0 and layer.delta_basis != "none":
+            record.findings.append(make("LA203", "every factor product is zero: the layer changes nothing",
+                                        where=layer.key))
+
+
+def _hist(values) -> dict[str, int]:
+    return dict(sorted(Counter(values).items(), key=lambda kv: (len(kv[0]), kv[0])))
+
+
+def _fmt_num(x: float | int | None, absent: str) -> str:
+    if x is None:
+        return absent
+    if isinstance(x, float) and x.is_integer():
+        return str(int(x))
+    return f"{x:.9g}"
+
+
+def _summary(layers: list[LayerRecord]) -> AdapterSummary:
+    energy = sum(l.fro * l.fro for l in layers if blocks.is_weight_delta(l))
+    return AdapterSummary(
+        kinds=dict(sorted(Counter(l.kind for l in layers).items())),
+        rank_histogram=_hist(_fmt_num(l.rank, "none") for l in layers),
+        alpha_histogram=_hist(_fmt_num(l.alpha, "absent") for l in layers),
+        scale_histogram=_hist(_fmt_num(l.scale, "none") for l in layers),
+        scale_rules=dict(sorted(Counter(l.scale_rule for l in layers).items())),
+        layers=len(layers),
+        total_strength=math.sqrt(energy),
+        max_spectral=max((l.spectral for l in layers if l.spectral is not None and math.isfinite(l.spectral)),
+                         default=0.0),
+        base_dependent_layers=sum(1 for l in layers if l.delta_basis != "exact"),
+    )
+
+
+def _domain(fr, layers: list[LayerRecord]) -> tuple[str, str | None]:
+    if fr.domain_hint:
+        return fr.domain_hint, fr.domain_reason
+    if not layers:
+        return "not-a-lora", "no tensor matches an adapter kind"
+    if fr.format == "unknown":
+        return "unknown", "adapter layers found, but their key names match no known diffusion key format"
+    return "diffusion", f"adapter layers on diffusion-model modules ({fr.format} key format)"
+
