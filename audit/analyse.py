@@ -10,7 +10,8 @@ import math
 import os
 import time
 from collections import Counter
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -30,7 +31,7 @@ from audit.record import (
     LayerRecord,
 )
 
-CHUNK_BYTES = 64 * 2**20  # decoded float64 bytes per chunk of layers
+CHUNK_BYTES = 16 * 2**20  # decoded float64 bytes per chunk of layers (Options.threads chunks in flight)
 EXTREME = 1e4
 # read_array errors that concern one tensor's values only: the layer is reported and skipped
 VALUE_SKIP_CODES = ("LA163", "LA155")  # |value| above this in an adapter factor is reported (LA209)
@@ -41,6 +42,7 @@ class Options:
     device: str = "auto"
     limits: Limits = Limits()
     spectrum: bool = True  # keep the full spectrum of each layer in the record
+    threads: int = min(2, os.cpu_count() or 1)  # chunks processed at once (memory: threads x CHUNK_BYTES)
 
 
 class FileTensorSource:
@@ -64,11 +66,14 @@ class FileTensorSource:
         if a is None:
             a = self.sf.read_array(name)
             self.read_bytes += self.sf.tensors[name].end - self.sf.tensors[name].start
-            finite = np.isfinite(a)
-            if not finite.all():
-                self.nonfinite[name] = int(a.size - np.count_nonzero(finite))
-            elif a.size:
-                peak = float(np.abs(a).max())
+            if a.size:
+                # two reductions and no temporaries in the common case; NaN/Inf propagate into max/min
+                hi, lo = float(a.max()), float(a.min())
+                if not (math.isfinite(hi) and math.isfinite(lo)):
+                    self.nonfinite[name] = int(a.size - np.count_nonzero(np.isfinite(a)))
+                    finite = a[np.isfinite(a)]
+                    hi, lo = (float(finite.max()), float(finite.min())) if finite.size else (0.0, 0.0)
+                peak = max(abs(hi), abs(lo))
                 if peak > EXTREME:
                     self.extreme[name] = peak
             self._cache[name] = a
@@ -76,6 +81,16 @@ class FileTensorSource:
 
     def clear(self) -> None:
         self._cache.clear()
+
+
+@dataclass
+class _ChunkResult:
+    src: FileTensorSource
+    layers: list[LayerRecord] = field(default_factory=list)
+    findings: list = field(default_factory=list)
+    unclaimed: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
 
 
 def _decoded_bytes(sf: SafetensorsFile, group: LayerGroup) -> int:
@@ -154,40 +169,61 @@ def _analyse(sf: SafetensorsFile, record: AuditRecord, options: Options, timing:
     backend = spectra.Backend(device)
     record.engine = EngineInfo(device=device, backend=backend.name)
 
-    src = FileTensorSource(sf)
     flux_like = blocks.is_flux_like([g.module for g in fr.groups])
-    unclaimed: list[str] = []
-    skipped: list[str] = []  # tensors whose values cannot be decoded (reported, never silently dropped)
-    layers: list[LayerRecord] = []
-    t_math = 0.0
-    t = time.perf_counter()
-    for chunk in _chunks(sf, fr.groups):
+
+    def process(chunk: list[LayerGroup]) -> _ChunkResult:
+        """Read, decode, analyse and compute the spectra of one chunk of layers (in a worker thread)."""
+        out = _ChunkResult(src=FileTensorSource(sf))
         analysed: list[tuple[LayerGroup, LayerAnalysis]] = []
         for g in chunk:
             shapes = {role: sf.tensors[name].shape for role, name in g.parts.items()}
             adapter = adapter_registry.detect(g, shapes)
             if adapter is None:
-                unclaimed.extend(g.parts.values())
+                out.unclaimed.extend(g.parts.values())
                 continue
             try:
-                analysed.append((g, adapter.analyse(g, src, fr.scale)))
+                analysed.append((g, adapter.analyse(g, out.src, fr.scale)))
             except AuditError as e:
                 if e.code not in VALUE_SKIP_CODES:
                     raise  # truncation or a change on disk: the whole file is in doubt
-                record.findings.append(make(e.code, e.message, e.where or g.key))
-                skipped.extend(g.parts.values())
+                out.findings.append(make(e.code, e.message, e.where or g.key))
+                out.skipped.extend(g.parts.values())
+        out.src.clear()
         tm = time.perf_counter()
         ops = [a.operator for _, a in analysed if a.operator is not None]
         values = iter(spectra.singular_values(ops, backend)) if ops else iter(())
         for g, a in analysed:
             sv = next(values) * abs(a.scale) if a.operator is not None else None
-            layers.append(_layer_record(g, a, sv, flux_like, options))
-            record.findings.extend(a.findings)
-        t_math += time.perf_counter() - tm
-        src.clear()
-    timing["layers"] = time.perf_counter() - t
-    timing["spectra"] = t_math
+            out.layers.append(_layer_record(g, a, sv, flux_like, options))
+            out.findings.extend(a.findings)
+        out.seconds = time.perf_counter() - tm
+        return out
 
+    # Chunks are processed by a small pool of threads (numpy releases the GIL while it reads, decodes and
+    # factorises), at most `threads` chunks in flight, and collected in file order, so the record is the
+    # same whatever the scheduling.
+    t = time.perf_counter()
+    chunks = list(_chunks(sf, fr.groups))
+    results: list[_ChunkResult] = []
+    threads = max(1, options.threads)
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lora-audit") as pool:
+        window = [pool.submit(process, c) for c in chunks[:threads]]
+        for i in range(len(chunks)):
+            results.append(window.pop(0).result())
+            if i + threads < len(chunks):
+                window.append(pool.submit(process, chunks[i + threads]))
+    timing["layers"] = time.perf_counter() - t
+    timing["spectra"] = sum(r.seconds for r in results)
+
+    layers = [layer for r in results for layer in r.layers]
+    unclaimed = [n for r in results for n in r.unclaimed]
+    skipped = [n for r in results for n in r.skipped]  # values that cannot be decoded: reported, kept listed
+    for r in results:
+        record.findings.extend(r.findings)
+    src = FileTensorSource(sf)
+    for r in results:
+        src.nonfinite.update(r.src.nonfinite)
+        src.extreme.update(r.src.extreme)
     _health_findings(record, src, layers)
     unrecognised = sorted(set(fr.unrecognised) | set(unclaimed) | set(skipped))
     if unclaimed:

@@ -233,6 +233,19 @@ _UNETS = {
 
 _RESNET_DIFFUSERS = ("norm1", "conv1", "time_emb_proj", "norm2", "conv2", "conv_shortcut")
 _RESNET_SGM = ("in_layers.0", "in_layers.2", "emb_layers.1", "out_layers.0", "out_layers.3", "skip_connection")
+_TIME_EMBED_DIFFUSERS = ("time_embedding.linear_1", "time_embedding.linear_2",
+                         "add_embedding.linear_1", "add_embedding.linear_2")
+_TIME_EMBED_SGM = ("time_embed.0", "time_embed.2", "label_emb.0.0", "label_emb.0.2")
+
+
+def _time_embeddings(cfg: _UNetConfig, temb: int, names: tuple[str, ...]) -> list[Module]:
+    """The timestep MLP and, with ``adm_in`` (SDXL), the vector-conditioning MLP, in registration order."""
+    t1, t2, a1, a2 = names
+    mods = [_lin(t1, temb, cfg.channels[0], "embed"), _lin(t2, temb, temb, "embed")]
+    if cfg.adm_in:
+        mods.append(_lin(a1, temb, cfg.adm_in, "embed"))
+        mods.append(_lin(a2, temb, temb, "embed"))
+    return mods
 
 
 def _resnet(prefix: str, cin: int, cout: int, temb: int, names: tuple[str, ...]) -> list[Module]:
@@ -281,14 +294,8 @@ def _unet_diffusers(cfg: _UNetConfig) -> list[Module]:
     n = len(ch)
     temb = 4 * ch[0]
     L = cfg.layers_per_block
-    mods = [
-        _conv("conv_in", ch[0], cfg.in_channels, 3, "embed"),
-        _lin("time_embedding.linear_1", temb, ch[0], "embed"),
-        _lin("time_embedding.linear_2", temb, temb, "embed"),
-    ]
-    if cfg.adm_in:
-        mods.append(_lin("add_embedding.linear_1", temb, cfg.adm_in, "embed"))
-        mods.append(_lin("add_embedding.linear_2", temb, temb, "embed"))
+    mods = [_conv("conv_in", ch[0], cfg.in_channels, 3, "embed")]
+    mods += _time_embeddings(cfg, temb, _TIME_EMBED_DIFFUSERS)
 
     # Down blocks: CrossAttnDownBlock2D registers attentions before resnets.
     out_ch = ch[0]
@@ -339,13 +346,7 @@ def _unet_sgm(cfg: _UNetConfig) -> list[Module]:
     n = len(ch)
     temb = 4 * ch[0]
     L = cfg.layers_per_block
-    mods = [
-        _lin("time_embed.0", temb, ch[0], "embed"),
-        _lin("time_embed.2", temb, temb, "embed"),
-    ]
-    if cfg.adm_in:
-        mods.append(_lin("label_emb.0.0", temb, cfg.adm_in, "embed"))
-        mods.append(_lin("label_emb.0.2", temb, temb, "embed"))
+    mods = _time_embeddings(cfg, temb, _TIME_EMBED_SGM)
     mods.append(_conv("input_blocks.0.0", ch[0], cfg.in_channels, 3, "embed"))
 
     skips = [ch[0]]
@@ -483,19 +484,31 @@ _SD3_PATCH = 2
 _SD3_CTX = 4096
 _SD3_POOLED = 2048  # CLIP-L 768 + CLIP-G 1280 pooled
 _SD3_T = 256
+_SD3_EMBED_BFL = ("x_embedder.proj", "t_embedder.mlp.0", "t_embedder.mlp.2", "y_embedder.mlp.0", "y_embedder.mlp.2",
+                  "context_embedder")
+_SD3_EMBED_DIFFUSERS = ("pos_embed.proj", "time_text_embed.timestep_embedder.linear_1",
+                        "time_text_embed.timestep_embedder.linear_2", "time_text_embed.text_embedder.linear_1",
+                        "time_text_embed.text_embedder.linear_2", "context_embedder")
+
+
+def _sd3_embedders(names: tuple[str, ...]) -> list[Module]:
+    """Patch embedding, timestep MLP, pooled-text MLP and context projection, in registration order."""
+    patch, t1, t2, y1, y2, ctx = names
+    D = _SD3_D
+    return [
+        Module(patch, D, _SD3_LATENT, (_SD3_PATCH, _SD3_PATCH), "conv", "embed"),
+        _lin(t1, D, _SD3_T, "embed"),
+        _lin(t2, D, D, "embed"),
+        _lin(y1, D, _SD3_POOLED, "embed"),
+        _lin(y2, D, D, "embed"),
+        _lin(ctx, D, _SD3_CTX, "embed"),
+    ]
 
 
 def _sd3_bfl() -> list[Module]:
     D, M = _SD3_D, _SD3_MLP
     out = _SD3_PATCH * _SD3_PATCH * _SD3_LATENT
-    mods = [
-        Module("x_embedder.proj", D, _SD3_LATENT, (_SD3_PATCH, _SD3_PATCH), "conv", "embed"),
-        _lin("t_embedder.mlp.0", D, _SD3_T, "embed"),
-        _lin("t_embedder.mlp.2", D, D, "embed"),
-        _lin("y_embedder.mlp.0", D, _SD3_POOLED, "embed"),
-        _lin("y_embedder.mlp.2", D, D, "embed"),
-        _lin("context_embedder", D, _SD3_CTX, "embed"),
-    ]
+    mods = _sd3_embedders(_SD3_EMBED_BFL)
     for i in range(_SD3_DEPTH):
         last = i == _SD3_DEPTH - 1
         for blk in ("context_block", "x_block"):
@@ -516,14 +529,7 @@ def _sd3_bfl() -> list[Module]:
 def _sd3_diffusers() -> list[Module]:
     D, M = _SD3_D, _SD3_MLP
     out = _SD3_PATCH * _SD3_PATCH * _SD3_LATENT
-    mods = [
-        Module("pos_embed.proj", D, _SD3_LATENT, (_SD3_PATCH, _SD3_PATCH), "conv", "embed"),
-        _lin("time_text_embed.timestep_embedder.linear_1", D, _SD3_T, "embed"),
-        _lin("time_text_embed.timestep_embedder.linear_2", D, D, "embed"),
-        _lin("time_text_embed.text_embedder.linear_1", D, _SD3_POOLED, "embed"),
-        _lin("time_text_embed.text_embedder.linear_2", D, D, "embed"),
-        _lin("context_embedder", D, _SD3_CTX, "embed"),
-    ]
+    mods = _sd3_embedders(_SD3_EMBED_DIFFUSERS)
     for i in range(_SD3_DEPTH):
         last = i == _SD3_DEPTH - 1
         b = f"transformer_blocks.{i}."

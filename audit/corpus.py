@@ -65,25 +65,13 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from audit import archs
+from audit.formats import FORMAT_IDS
 
 # ---------------------------------------------------------------------------------------------------------
 # identifiers
 
 FAMILIES = archs.FAMILIES
-FORMATS = (
-    "kohya",
-    "diffusers-legacy",
-    "diffusers-peft",
-    "peft",
-    "onetrainer",
-    "ai-toolkit",
-    "xlabs",
-    "bfl-control",
-    "comfy-native",
-    "simpletuner-lycoris",
-    "cloneofsimo",
-    "textual-inversion",
-)
+FORMATS = tuple(f for f in FORMAT_IDS if f != "unknown")  # every key format the reader recognises
 ADAPTERS = (
     "lora",
     "locon",
@@ -474,6 +462,23 @@ _FORMATS = {
     "textual-inversion": _FormatSpec(("sd1", "sd2", "sdxl"), ("lora", "textual-inversion"), "ti", "none"),
 }
 
+# LoHa / LoKr roles whose tensors are named ``<stem>.<role>`` in both the LyCORIS and the PEFT spelling
+_VERBATIM_ROLES = (
+    "hada_w1_a",
+    "hada_w1_b",
+    "hada_w2_a",
+    "hada_w2_b",
+    "hada_t1",
+    "hada_t2",
+    "lokr_w1",
+    "lokr_w1_a",
+    "lokr_w1_b",
+    "lokr_w2",
+    "lokr_w2_a",
+    "lokr_w2_b",
+    "lokr_t2",
+)
+_SUFFIX_VERBATIM = {r: "." + r for r in _VERBATIM_ROLES}
 _SUFFIX_LYCO = {
     "lora_down": ".lora_down.weight",
     "lora_up": ".lora_up.weight",
@@ -493,23 +498,8 @@ _SUFFIX_LYCO = {
     "diff_b": ".diff_b",
     "w_norm": ".w_norm",
     "b_norm": ".b_norm",
+    **_SUFFIX_VERBATIM,
 }
-for _r in (
-    "hada_w1_a",
-    "hada_w1_b",
-    "hada_w2_a",
-    "hada_w2_b",
-    "hada_t1",
-    "hada_t2",
-    "lokr_w1",
-    "lokr_w1_a",
-    "lokr_w1_b",
-    "lokr_w2",
-    "lokr_w2_a",
-    "lokr_w2_b",
-    "lokr_t2",
-):
-    _SUFFIX_LYCO[_r] = "." + _r
 _SUFFIX_PEFT = {
     "lora_down": ".lora_A.weight",
     "lora_up": ".lora_B.weight",
@@ -517,23 +507,8 @@ _SUFFIX_PEFT = {
     "dora_scale": ".lora_magnitude_vector",
     "weight": ".ia3_l",
     "set_weight": ".scale",
+    **_SUFFIX_VERBATIM,
 }
-for _r in (
-    "hada_w1_a",
-    "hada_w1_b",
-    "hada_w2_a",
-    "hada_w2_b",
-    "hada_t1",
-    "hada_t2",
-    "lokr_w1",
-    "lokr_w1_a",
-    "lokr_w1_b",
-    "lokr_w2",
-    "lokr_w2_a",
-    "lokr_w2_b",
-    "lokr_t2",
-):
-    _SUFFIX_PEFT[_r] = "." + _r
 _SUFFIX = {
     "lyco": _SUFFIX_LYCO,
     "peft": _SUFFIX_PEFT,
@@ -699,6 +674,19 @@ class _Plan:
             return stored, stored
         return a, a
 
+    def rank_alpha(self, r: int) -> tuple[float | None, float]:
+        """(alpha stored or declared, scale alpha / r) of a rank-``r`` LoRA-like layer: alpha defaults to r / 2,
+        to r where a config file declares it; the scale is 1 where the format has no alpha."""
+        stored, used = self.alpha_value(r / 2)
+        if self.spec.alpha == "config":
+            stored, used = self.alpha_value(float(r))
+        return stored, (used / r if used is not None else 1.0)
+
+    def store_alpha(self, parts: dict, stored: float | None) -> None:
+        """Adds the 0-d ``alpha`` tensor where the format keeps alpha in the file."""
+        if stored is not None and self.spec.alpha == "tensor":
+            parts["alpha"] = np.float64(stored)
+
 
 def _lowrank_factors(rng, m: int, n: int, r: int, s: np.ndarray):
     """up [m, r], down [r, n] with up @ down = U diag(s[:k]) V^T, k = min(r, m, n)."""
@@ -790,12 +778,8 @@ def _gen_lora(plan: _Plan, rng, mod: archs.Module, tucker: bool, dora: bool):
             parts["dora_scale"] = mag.reshape(1, mod.in_features, *extra_dims)
         else:
             parts["dora_scale"] = mag.reshape(m, 1, *extra_dims)
-    stored, used = plan.alpha_value(r / 2)
-    if plan.spec.alpha == "config":
-        stored, used = plan.alpha_value(float(r))
-    scale = used / r if used is not None else 1.0
-    if stored is not None and plan.spec.alpha == "tensor":
-        parts["alpha"] = np.float64(stored)
+    stored, scale = plan.rank_alpha(r)
+    plan.store_alpha(parts, stored)
     return parts, dict(
         rank=r,
         alpha=stored,
@@ -834,12 +818,8 @@ def _gen_loha(plan: _Plan, rng, mod: archs.Module, tucker: bool):
     big_a = (a1[:, :, None] * a2[:, None, :]).reshape(m, r * r)
     big_b = (b1.T[:, :, None] * b2.T[:, None, :]).reshape(n, r * r)
     s = _svals_lowrank(big_a, big_b)
-    stored, used = plan.alpha_value(r / 2)
-    if plan.spec.alpha == "config":
-        stored, used = plan.alpha_value(float(r))
-    scale = used / r if used is not None else 1.0
-    if stored is not None and plan.spec.alpha == "tensor":
-        parts["alpha"] = np.float64(stored)
+    stored, scale = plan.rank_alpha(r)
+    plan.store_alpha(parts, stored)
     return parts, dict(
         rank=r, alpha=stored, scale=scale, singular_values=abs(scale) * _desc(s, 1e-12), delta_basis="exact"
     )
@@ -875,12 +855,8 @@ def _gen_lokr(plan: _Plan, rng, mod: archs.Module, full: bool):
         stored = float(r) if plan.spec.alpha == "tensor" else None
         scale = 1.0
     else:
-        stored, used = plan.alpha_value(r / 2)
-        if plan.spec.alpha == "config":
-            stored, used = plan.alpha_value(float(r))
-        scale = used / r if used is not None else 1.0
-    if stored is not None and plan.spec.alpha == "tensor":
-        parts["alpha"] = np.float64(stored)
+        stored, scale = plan.rank_alpha(r)
+    plan.store_alpha(parts, stored)
     sv = abs(scale) * _desc(np.outer(s1, s2))
     return parts, dict(
         rank=r,
@@ -919,18 +895,21 @@ def _oft_constraint(plan: _Plan) -> float:
     return float(plan.alpha) if plan.alpha is not None else 0.0
 
 
-def _gen_oft(plan: _Plan, rng, mod: archs.Module):
-    out = mod.out_features
-    b, num = factorization(out, plan.rank)
-    f = 0.25 + 0.75 * rng.random()
-    q, thetas = _skew_blocks(rng, num, b, f)
+def _oft_clamp(plan: _Plan, q: np.ndarray, out: int) -> tuple[float, float | None]:
+    """(constraint stored in the file, factor the loaders multiply the generators ``q`` by, None when they
+    leave them as they are). LyCORIS clamps the Frobenius norm of all blocks at constraint * out_dim."""
     stored = float(round_to(np.float64(_oft_constraint(plan)), plan.dtype))
-    limit = stored * out  # LyCORIS: constraint * out_dim, against the Frobenius norm of all blocks
+    limit = stored * out
     if limit > 0:
         qn = float(np.linalg.norm(q)) + 1e-8
         if qn > limit:
-            thetas = thetas * (limit / qn)
-    rel = 2.0 * thetas / np.sqrt(1.0 + thetas**2)
+            return stored, limit / qn
+    return stored, None
+
+
+def _oft_result(plan: _Plan, q: np.ndarray, stored: float, rel: np.ndarray | None, extra: dict):
+    """Parts and truth fields of an OFT / BOFT layer: the generators ``q`` stored as their strict upper triangle
+    (so B - B^T = q), the constraint as the 0-d ``alpha``, ``rel`` = sigma(R - I) (relative basis)."""
     parts = {"oft_blocks": np.triu(q, 1), "alpha": np.float64(stored)}
     return parts, dict(
         rank=plan.rank,
@@ -938,9 +917,21 @@ def _gen_oft(plan: _Plan, rng, mod: archs.Module):
         scale=1.0,
         singular_values=None,
         delta_basis="relative",
-        relative_singular_values=_desc(np.repeat(rel, 2, axis=-1)),
-        extra={"block_size": b, "block_num": num},
+        relative_singular_values=rel,
+        extra=extra,
     )
+
+
+def _gen_oft(plan: _Plan, rng, mod: archs.Module):
+    out = mod.out_features
+    b, num = factorization(out, plan.rank)
+    f = 0.25 + 0.75 * rng.random()
+    q, thetas = _skew_blocks(rng, num, b, f)
+    stored, factor = _oft_clamp(plan, q, out)
+    if factor is not None:
+        thetas = thetas * factor
+    rel = 2.0 * thetas / np.sqrt(1.0 + thetas**2)
+    return _oft_result(plan, q, stored, _desc(np.repeat(rel, 2, axis=-1)), {"block_size": b, "block_num": num})
 
 
 def _gen_boft(plan: _Plan, rng, mod: archs.Module):
@@ -958,27 +949,13 @@ def _gen_boft(plan: _Plan, rng, mod: archs.Module):
     f = 0.25 + 0.75 * rng.random()
     q, _ = _skew_blocks(rng, stages * num, b, f)
     q = q.reshape(stages, num, b, b)
-    stored = float(round_to(np.float64(_oft_constraint(plan)), plan.dtype))
-    limit = stored * out
-    q_eff = q  # the loaders constrain the stored generator when they read it
-    if limit > 0:
-        qn = float(np.linalg.norm(q)) + 1e-8
-        if qn > limit:
-            q_eff = q * (limit / qn)
+    stored, factor = _oft_clamp(plan, q, out)
+    q_eff = q if factor is None else q * factor  # the loaders constrain the stored generator when they read it
     rel = None
     if out <= _BOFT_DENSE_LIMIT:
         rot = boft_rotation(_cayley(q_eff))
         rel = _desc(np.linalg.svd(rot - np.eye(out), compute_uv=False), 1e-10)
-    parts = {"oft_blocks": np.triu(q, 1), "alpha": np.float64(stored)}
-    return parts, dict(
-        rank=plan.rank,
-        alpha=stored,
-        scale=1.0,
-        singular_values=None,
-        delta_basis="relative",
-        relative_singular_values=rel,
-        extra={"block_size": b, "block_num": num, "stages": stages},
-    )
+    return _oft_result(plan, q, stored, rel, {"block_size": b, "block_num": num, "stages": stages})
 
 
 def _gen_glora(plan: _Plan, rng, mod: archs.Module):

@@ -119,9 +119,9 @@ class AuditRecord:
     tool: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return _clean(dataclasses.asdict(self))
+        return _clean(self)
 
-    def to_json(self, *, indent: int | None = 2, timing: bool = True) -> str:
+    def to_json(self, *, indent: int | None = None, timing: bool = True) -> str:
         d = self.to_dict()
         if not timing:
             d.pop("timing", None)
@@ -131,10 +131,15 @@ class AuditRecord:
 
 
 def _clean(obj: Any) -> Any:
+    """Plain JSON data from the record tree (one pass, no deep copies as dataclasses.asdict would make)."""
     if isinstance(obj, float):
         if not math.isfinite(obj):
             return None
         return float(f"{obj:.9g}")
+    if obj is None or isinstance(obj, (str, int)):
+        return obj
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _clean(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
         return {str(k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):

@@ -21,6 +21,10 @@ import sys
 # This file is named like the stdlib module `inspect`; keep its folder off the import path.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
+# one BLAS thread, as the lora-audit CLI runs (see cli.py): both methods in (b) are timed on one core
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 import argparse  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
@@ -57,12 +61,13 @@ def timed_process(argv: list[str], repeat: int) -> tuple[float, int]:
 
 
 def peak_rss_of(argv: list[str]) -> int:
-    """Peak RSS (KiB) of one run, measured in a fresh helper process so earlier children do not count."""
-    code = ("import resource, subprocess, sys\n"
-            "subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
-            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
-    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip())
+    """Peak RSS (KiB) of one inspect process: its own VmHWM, read as it exits (argv runs cli.main)."""
+    code = ("import atexit, sys, cli\n"
+            "atexit.register(lambda: print([l.split()[1] for l in open('/proc/self/status')"
+            " if l.startswith('VmHWM')][0], file=sys.stderr))\n"
+            "cli.main(sys.argv[1:])\n")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True)
+    return int(out.stderr.strip().splitlines()[-1])
 
 
 def dense_vs_ours(path: Path, sample: int, backend: spectra.Backend) -> tuple[float, float, float, int]:
@@ -121,7 +126,7 @@ def main() -> None:
         subprocess.run(["sha256sum", str(path)], stdout=subprocess.DEVNULL, check=True)
         t_sha, _ = timed_process(["sha256sum", str(path)], args.repeat)
         t_ours, _ = timed_process(inspect_argv, args.repeat)
-        rss_kib = peak_rss_of(inspect_argv)
+        rss_kib = peak_rss_of(inspect_argv[3:])
         rec = json.loads(subprocess.run(inspect_argv, capture_output=True, text=True, check=True).stdout)
         t_dense, t_spec, worst, n = dense_vs_ours(path, args.sample, backend)
         rows.append(dict(

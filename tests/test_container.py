@@ -25,8 +25,13 @@ from audit.errors import AuditError
 from conftest import real_fixtures_dir
 
 
+# st() / T() / F / file_writer() are shared with test_container_hostile.py (and, through it,
+# test_pipeline_hostile.py).
+
+
 def st(hdr, data: bytes = b"") -> bytes:
-    """security.md notation: u64 little-endian length + header bytes + data."""
+    """security.md notation: u64 little-endian length + header bytes + data,
+    ``struct.pack("<Q", len(hdr_bytes)) + hdr_bytes + data``; dict headers are JSON-encoded."""
     if isinstance(hdr, dict):
         hdr = json.dumps(hdr).encode()
     elif isinstance(hdr, str):
@@ -38,17 +43,23 @@ def T(dt, shape, b, e) -> dict:
     return {"dtype": dt, "shape": shape, "data_offsets": [b, e]}
 
 
-F = np.arange(4, dtype=np.float32).tobytes()
+F = np.arange(4, dtype=np.float32).tobytes()  # 16 bytes
 
 
-@pytest.fixture
-def write(tmp_path):
-    def _write(content: bytes, name: str = "x.safetensors") -> Path:
-        p = tmp_path / name
+def file_writer(directory: Path, default_name: str):
+    """``write(content, name=default_name) -> Path``: writes ``content`` to a file in ``directory``."""
+
+    def _write(content: bytes, name: str = default_name) -> Path:
+        p = directory / name
         p.write_bytes(content)
         return p
 
     return _write
+
+
+@pytest.fixture
+def write(tmp_path):
+    return file_writer(tmp_path, "x.safetensors")
 
 
 # ---------------------------------------------------------------------------------------------------------

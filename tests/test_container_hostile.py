@@ -1,4 +1,5 @@
-"""Hostile inputs for audit.container: security.md sections A-G, each built here in st()/T() notation.
+"""Hostile inputs for audit.container: security.md sections A-G, each built here in st()/T() notation
+(st, T and F come from test_container.py).
 
 Every case asserts the exact finding code. Bracketed ids ([29], [E5]...) are the sample names of security.md.
 """
@@ -17,26 +18,18 @@ import subprocess
 import sys
 import tracemalloc
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
+from test_container import (  # T and st are imported from here by test_pipeline_hostile
+    F,
+    T,
+    file_writer,
+    st,
+)
 
 from audit.container import Limits, open_safetensors, parse_nested_json
 from audit.errors import AuditError
-
-
-def st(hdr, data: bytes = b"") -> bytes:
-    """``struct.pack("<Q", len(hdr_bytes)) + hdr_bytes + data``; dict headers are JSON-encoded."""
-    if isinstance(hdr, dict):
-        hdr = json.dumps(hdr).encode()
-    elif isinstance(hdr, str):
-        hdr = hdr.encode()
-    return struct.pack("<Q", len(hdr)) + hdr + data
-
-
-def T(dt, shape, b, e) -> dict:
-    return {"dtype": dt, "shape": shape, "data_offsets": [b, e]}
 
 
 def TJ(dt, shape, b, e) -> str:
@@ -44,18 +37,12 @@ def TJ(dt, shape, b, e) -> str:
     return json.dumps(T(dt, shape, b, e))
 
 
-F = np.arange(4, dtype=np.float32).tobytes()  # 16 bytes
 CANARY_PICKLE = b"cbuiltins\nprint\n(VLORA_AUDIT_CANARY\ntR."  # never loaded
 
 
 @pytest.fixture
 def write(tmp_path):
-    def _write(content: bytes, name: str = "case.safetensors") -> Path:
-        p = tmp_path / name
-        p.write_bytes(content)
-        return p
-
-    return _write
+    return file_writer(tmp_path, "case.safetensors")
 
 
 def error_of(path, limits: Limits = Limits()) -> AuditError:

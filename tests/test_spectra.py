@@ -89,3 +89,21 @@ def test_torch_backend_agrees_with_numpy():
            BlockDiag(rng.standard_normal((3, 4, 4))), Dense(rng.standard_normal((6, 9)))]
     for a, b in zip(singular_values(ops), singular_values(ops, Backend("cpu-torch"))):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-10 * a[0])
+
+
+@pytest.mark.parametrize("cond", [1.0, 1e3, 1e6, 1e12, float("inf")])
+def test_lowrank_is_accurate_for_ill_conditioned_factors(cond):
+    """Cholesky QR is only trusted for well-conditioned factors; the rest fall back to Householder QR."""
+    rng = np.random.default_rng(7)
+    m, k, n = 300, 8, 200
+    q1, _ = np.linalg.qr(rng.standard_normal((m, k)))
+    q2, _ = np.linalg.qr(rng.standard_normal((n, k)))
+    s = np.geomspace(1.0, 1.0 / cond, k) if np.isfinite(cond) else np.r_[np.ones(k - 2), 0.0, 0.0]
+    U = q1 * s  # condition number `cond` (or rank-deficient)
+    V = (q2 * np.linspace(1, 2, k)).T
+    ops = [LowRank(U, V), LowRank(rng.standard_normal((m, k)), rng.standard_normal((k, n)))]
+    for got, (u, v) in zip(singular_values(ops), [(U, V), (ops[1].U, ops[1].V)]):
+        ref = dense_sv(u @ v)
+        np.testing.assert_allclose(got, ref[:k], rtol=0, atol=1e-12 * ref[0])
+        big = ref[:k] > 1e-6 * ref[0]
+        np.testing.assert_allclose(got[big], ref[:k][big], rtol=1e-8)

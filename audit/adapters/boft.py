@@ -22,18 +22,20 @@ bounds it through ``‖R_total − I‖₂ ≤ min(2, Σ_i ‖S_i − I‖₂)``
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from audit import findings
 from audit.adapters.base import LayerAnalysis, LayerGroup, ScaleContext, TensorSource
-from audit.adapters.oft import angle_summary, cayley, constraint_extra, read_rescale, skew
-from audit.adapters.scale import read_alpha
+from audit.adapters.oft import (
+    SCALE_RULE,  # noqa: F401  (the same rule as diag-OFT, kept as this module's SCALE_RULE)
+    overflowed,
+    read_factors,
+    rotations,
+    start_analysis,
+)
 from audit.spectra import Dense
 
 KIND = "boft"
-SCALE_RULE = "oft: alpha is a constraint"
 DENSE_LIMIT = 4096  # out_features above which the dense out×out operator is not built (8·out² bytes)
 
 
@@ -72,19 +74,8 @@ class BOFTAdapter:
 
     def analyse(self, group: LayerGroup, src: TensorSource, ctx: ScaleContext) -> LayerAnalysis:
         where = group.key
-        alpha, alpha_findings = read_alpha(group, src)
-        out = LayerAnalysis(kind=KIND, rank=None, alpha=alpha, scale=1.0, scale_rule=SCALE_RULE,
-                            out_features=None, in_features=None, delta_basis="relative")
-        out.findings.extend(alpha_findings)
-        out.findings.append(findings.make(
-            "LA208", "BOFT rotates the base weight: ΔW = (R − I)·W needs the base weight", where))
-        out.unknowable.append("ΔW = (R_total − I)·W: its norm and spectrum need the base weight W; "
-                              "the operator is the relative rotation R_total − I")
-
-        name = group.parts.get("oft_blocks")
+        out, name = start_analysis(KIND, "BOFT", "R_total", group, src)
         if name is None:
-            out.findings.append(findings.make("LA206", "BOFT layer without oft_blocks", where))
-            out.delta_basis = "none"
             return out
         shape = tuple(int(d) for d in src.shape(name))
         bad = None
@@ -105,28 +96,12 @@ class BOFTAdapter:
         out.extra.update({"stages": m, "n_blocks": n, "block_size": b,
                           "operator_cost": f"dense {size}x{size} (relative operator R_total − I)"})
 
-        rescale = read_rescale(group, src, size, out)
-        blocks = np.asarray(src.array(name), dtype=np.float64)
-        finite = bool(np.all(np.isfinite(blocks))) and (
-            rescale is None or rescale is False or bool(np.all(np.isfinite(rescale))))
-        if rescale is False:
+        factors = read_factors(group, src, name, size, out)
+        if factors is None:
             return out
-        if not finite:
-            out.unknowable.append("oft_blocks or rescale hold NaN/Inf values: no spectrum")
-            return out
-        with np.errstate(all="ignore"):
-            q = skew(blocks)
-            if not math.isfinite(float(np.linalg.norm(q.reshape(-1)))):
-                out.findings.append(findings.make("LA209", "oft_blocks overflow when forming ‖B − Bᵀ‖", where))
-                return out
-            qc, _, factor = constraint_extra(alpha, size, q, out)
-            out.extra.update(angle_summary(q, factor))
-            try:
-                r = cayley(qc)
-            except np.linalg.LinAlgError:
-                r = np.full_like(qc, np.nan)
-        if not np.all(np.isfinite(r)):
-            out.findings.append(findings.make("LA209", "Cayley transform of oft_blocks is not finite", where))
+        blocks, rescale = factors
+        r = rotations(blocks, size, out, where)
+        if r is None:
             return out
 
         # per-stage ‖S_i − I‖₂ = max over blocks of σ_max(R_{i,d} − I) (a permutation does not change it)
@@ -146,10 +121,8 @@ class BOFTAdapter:
         if rescale is not None:
             total = rescale[:, None] * total
         total[np.diag_indices(size)] -= 1.0
-        with np.errstate(all="ignore"):
-            if not math.isfinite(float(np.linalg.norm(total.reshape(-1)))):
-                out.findings.append(findings.make("LA209", "rescale overflows float64: no spectrum", where))
-                return out
+        if overflowed(total, "rescale overflows float64: no spectrum", out, where):
+            return out
         out.operator = Dense(total)
         return out
 

@@ -148,7 +148,10 @@ def assemble(
                 f"(limit {MAX_OPERATOR_ELEMENTS})")
         else:
             op = build()
-            if all(np.all(np.isfinite(a)) for a in operator_arrays(op)):
+            # one reduction per factor, no temporary mask: a sum is finite only if every entry is
+            with np.errstate(all="ignore"):
+                finite = all(np.isfinite(a.sum()) for a in operator_arrays(op))
+            if finite:
                 operator = op
             else:
                 extra["spectrum_skipped"] = "factor values contain NaN or Inf"

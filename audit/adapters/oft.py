@@ -23,7 +23,8 @@ So ``ΔW = (diag(s) · blockdiag(R_kᵀ) − I) · W``. The operator is ``BlockD
 Without rescale the singular values of ``R − I`` are ``2|sin(θ/2)|`` for the rotation angles ``θ = 2
 arctan(μ)``, ``±iμ`` the eigenvalues of ``Q``; ``extra`` summarises the angles.
 
-The plain functions (:func:`skew`, :func:`constrain`, :func:`cayley`) are shared with ``boft``.
+The plain functions (:func:`skew`, :func:`constrain`, :func:`cayley`) and the analysis steps both kinds
+share (:func:`start_analysis`, :func:`read_factors`, :func:`rotations`, :func:`overflowed`) serve ``boft`` too.
 """
 
 from __future__ import annotations
@@ -141,6 +142,74 @@ def _finite(*arrays: np.ndarray) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# analysis steps shared by diag-OFT and BOFT
+
+
+def start_analysis(kind: str, label: str, rotation: str, group: LayerGroup, src: TensorSource):
+    """The analysis both OFT kinds begin with: alpha read (it is the constraint, not a scale), the base-weight
+    finding LA208 and note (``label`` names the kind, ``rotation`` the rotation matrix in the texts).
+
+    Returns ``(out, oft_blocks tensor name)``; the name is None when the layer has no ``oft_blocks`` (LA206
+    added, ``delta_basis`` "none").
+    """
+    where = group.key
+    alpha, alpha_findings = read_alpha(group, src)
+    out = LayerAnalysis(kind=kind, rank=None, alpha=alpha, scale=1.0, scale_rule=SCALE_RULE,
+                        out_features=None, in_features=None, delta_basis="relative")
+    out.findings.extend(alpha_findings)
+    out.findings.append(findings.make(
+        "LA208", f"{label} rotates the base weight: ΔW = (R − I)·W needs the base weight", where))
+    out.unknowable.append(f"ΔW = ({rotation} − I)·W: its norm and spectrum need the base weight W; "
+                          f"the operator is the relative rotation {rotation} − I")
+    name = group.parts.get("oft_blocks")
+    if name is None:
+        out.findings.append(findings.make("LA206", f"{label} layer without oft_blocks", where))
+        out.delta_basis = "none"
+    return out, name
+
+
+def read_factors(group: LayerGroup, src: TensorSource, name: str, out_features: int, out: LayerAnalysis):
+    """``(blocks, rescale)`` in float64 (``rescale`` None when absent), or None when ``rescale`` is malformed
+    (a finding has been added) or a value is NaN/Inf (noted as unknowable)."""
+    rescale = read_rescale(group, src, out_features, out)
+    blocks = np.asarray(src.array(name), dtype=np.float64)
+    if rescale is False:
+        return None
+    if not _finite(blocks) or (rescale is not None and not _finite(rescale)):
+        out.unknowable.append("oft_blocks or rescale hold NaN/Inf values: no spectrum")
+        return None
+    return blocks, rescale
+
+
+def overflowed(x: np.ndarray, message: str, out: LayerAnalysis, where: str) -> bool:
+    """True, with LA209 (``message``) added, when the Frobenius norm of ``x`` overflows float64."""
+    with np.errstate(all="ignore"):
+        if math.isfinite(float(np.linalg.norm(x.reshape(-1)))):
+            return False
+    out.findings.append(findings.make("LA209", message, where))
+    return True
+
+
+def rotations(blocks: np.ndarray, out_features: int, out: LayerAnalysis, where: str) -> np.ndarray | None:
+    """Cayley rotations ``R`` of the constrained generators ``B − Bᵀ`` (same shape as ``blocks``), with the
+    constraint and rotation angles recorded in ``out.extra``; None with LA209 added when they are not finite."""
+    with np.errstate(all="ignore"):
+        q = skew(blocks)
+        if overflowed(q, "oft_blocks overflow when forming ‖B − Bᵀ‖", out, where):
+            return None
+        qc, _, factor = constraint_extra(out.alpha, out_features, q, out)
+        out.extra.update(angle_summary(q, factor))
+        try:
+            r = cayley(qc)
+        except np.linalg.LinAlgError:
+            r = np.full_like(qc, np.nan)
+    if not _finite(r):
+        out.findings.append(findings.make("LA209", "Cayley transform of oft_blocks is not finite", where))
+        return None
+    return r
+
+
+# ---------------------------------------------------------------------------------------------------------
 # the adapter
 
 
@@ -158,19 +227,8 @@ class OFTAdapter:
 
     def analyse(self, group: LayerGroup, src: TensorSource, ctx: ScaleContext) -> LayerAnalysis:
         where = group.key
-        alpha, alpha_findings = read_alpha(group, src)
-        out = LayerAnalysis(kind=KIND, rank=None, alpha=alpha, scale=1.0, scale_rule=SCALE_RULE,
-                            out_features=None, in_features=None, delta_basis="relative")
-        out.findings.extend(alpha_findings)
-        out.findings.append(findings.make(
-            "LA208", "OFT rotates the base weight: ΔW = (R − I)·W needs the base weight", where))
-        out.unknowable.append("ΔW = (blockdiag(R) − I)·W: its norm and spectrum need the base weight W; "
-                              "the operator is the relative rotation blockdiag(R) − I")
-
-        name = group.parts.get("oft_blocks")
+        out, name = start_analysis(KIND, "OFT", "blockdiag(R)", group, src)
         if name is None:
-            out.findings.append(findings.make("LA206", "OFT layer without oft_blocks", where))
-            out.delta_basis = "none"
             return out
         shape = tuple(int(d) for d in src.shape(name))
         if len(shape) != 3 or shape[1] != shape[2] or shape[0] <= 0 or shape[1] <= 0:
@@ -184,34 +242,19 @@ class OFTAdapter:
         out.out_features = out_features
         out.extra.update({"n_blocks": n, "block_size": b, "applied_block": "R_k transposed (loaders' einsum)"})
 
-        rescale = read_rescale(group, src, out_features, out)
-        blocks = np.asarray(src.array(name), dtype=np.float64)
-        if rescale is False or not _finite(blocks) or (rescale is not None and not _finite(rescale)):
-            if rescale is not False:
-                out.unknowable.append("oft_blocks or rescale hold NaN/Inf values: no spectrum")
+        factors = read_factors(group, src, name, out_features, out)
+        if factors is None:
             return out
-        with np.errstate(all="ignore"):
-            q = skew(blocks)
-            if not math.isfinite(float(np.linalg.norm(q.reshape(-1)))):
-                out.findings.append(findings.make("LA209", "oft_blocks overflow when forming ‖B − Bᵀ‖", where))
-                return out
-            qc, _, factor = constraint_extra(alpha, out_features, q, out)
-            out.extra.update(angle_summary(q, factor))
-            try:
-                r = cayley(qc)
-            except np.linalg.LinAlgError:
-                r = np.full_like(qc, np.nan)
-        if not _finite(r):
-            out.findings.append(findings.make("LA209", "Cayley transform of oft_blocks is not finite", where))
+        blocks, rescale = factors
+        r = rotations(blocks, out_features, out, where)
+        if r is None:
             return out
         applied = np.swapaxes(r, -1, -2)  # the block each loader multiplies W's row group by
         if rescale is not None:
             applied = rescale.reshape(n, b, 1) * applied
         rel = applied - np.eye(b)
-        with np.errstate(all="ignore"):
-            if not math.isfinite(float(np.linalg.norm(rel.reshape(-1)))):
-                out.findings.append(findings.make("LA209", "rescale overflows float64: no spectrum", where))
-                return out
+        if overflowed(rel, "rescale overflows float64: no spectrum", out, where):
+            return out
         out.operator = BlockDiag(np.ascontiguousarray(rel))
         return out
 
