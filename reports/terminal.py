@@ -121,7 +121,24 @@ def _blocks(r: AuditRecord) -> Table | None:
     return t
 
 
-def _layers(r: AuditRecord, limit: int | None) -> Table | None:
+# (heading, justification, cell) for each layer column; a narrow terminal shows only the first seven
+_LAYER_COLUMNS = (
+    ("layer", "left", lambda l, w: text(l.key, limit=w, middle=True)),
+    ("kind", "left", lambda l, w: l.kind),
+    ("rank", "right", lambda l, w: _num(l.rank)),
+    ("scale", "right", lambda l, w: _num(l.scale)),
+    ("‖ΔW‖_F", "right", lambda l, w: _num(l.fro)),
+    ("σ₁", "right", lambda l, w: _num(l.spectral)),
+    ("eff rk", "right", lambda l, w: _num(l.entropy_rank, 3)),
+    ("shape", "right", lambda l, w: _shape(l)),
+    ("alpha", "right", lambda l, w: _num(l.alpha)),
+    ("stable rk", "right", lambda l, w: _num(l.stable_rank, 3)),
+    ("E90/E99", "right", lambda l, w: f"{_num(l.energy_rank_90)}/{_num(l.energy_rank_99)}"),
+    ("basis", "left", lambda l, w: l.delta_basis),
+)
+
+
+def _layers(r: AuditRecord, limit: int | None, width: int) -> Table | None:
     if not r.layers:
         return None
     rows = sorted(r.layers, key=lambda l: -(l.fro or 0.0))
@@ -129,17 +146,14 @@ def _layers(r: AuditRecord, limit: int | None) -> Table | None:
     if limit is not None and len(rows) > limit:
         title = f"Strongest {limit} of {len(rows)} layers (--layers for all)"
         rows = rows[:limit]
+    wide = width >= 140
+    columns = _LAYER_COLUMNS if wide else _LAYER_COLUMNS[:7]
+    name_width = 56 if wide else max(24, width - 60)
     t = Table(title=title, title_justify="left")
-    for col, just in (("layer", "left"), ("kind", "left"), ("shape", "right"), ("rank", "right"),
-                      ("alpha", "right"), ("scale", "right"), ("‖ΔW‖_F", "right"), ("σ₁", "right"),
-                      ("stable rk", "right"), ("eff rk", "right"), ("E90/E99", "right"), ("basis", "left")):
-        t.add_column(col, justify=just)
+    for heading, just, _ in columns:
+        t.add_column(heading, justify=just, no_wrap=True)
     for l in rows:
-        t.add_row(
-            text(l.key, limit=56, middle=True), l.kind, _shape(l), _num(l.rank), _num(l.alpha), _num(l.scale),
-            _num(l.fro), _num(l.spectral), _num(l.stable_rank, 3), _num(l.entropy_rank, 3),
-            f"{_num(l.energy_rank_90)}/{_num(l.energy_rank_99)}", l.delta_basis,
-        )
+        t.add_row(*(cell(l, name_width) for _, _, cell in columns))
     return t
 
 
@@ -169,7 +183,7 @@ def render(record: AuditRecord, console: Console, *, all_layers: bool = False, t
         parts.append(Text.assemble(("error ", "bold red"), (e.code, "bold"), ": ") + text(e.message, limit=400))
     title = text(record.file.name, "bold", limit=120)
     console.print(Panel(Group(*parts), title=title, title_align="left"))
-    for table in (_blocks(record), _layers(record, None if all_layers else top), _findings(record)):
+    for table in (_blocks(record), _layers(record, None if all_layers else top, console.width), _findings(record)):
         if table is not None:
             console.print(table)
     for l in record.layers:
