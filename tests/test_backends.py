@@ -42,3 +42,25 @@ def test_auto_device_without_gpu_is_cpu():
     if os.path.exists("/dev/nvidia0"):
         pytest.skip("a GPU is present")
     assert resolve_device("auto") == "cpu"
+
+
+@pytest.mark.parametrize("family,fmt", [("sdxl", "kohya"), ("flux1", "diffusers-peft"), ("sd3", "kohya"),
+                                        ("sd2", "onetrainer"), ("flux1", "xlabs")])
+def test_record_matches_planted_truth(tmp_path, family, fmt):
+    """Every layer's spectrum and the file's total strength equal the generator's planted values."""
+    synth = corpus.build(family, fmt, rank=6, dtype="F64", max_modules=60, seed=3)
+    path = tmp_path / "x.safetensors"
+    corpus.write(path, synth)
+    rec = inspect_file(path, Options(device="cpu"))
+    by_tensor = {n: t for t in synth.truth.values() for n in t.parts.values()}
+    energy = 0.0
+    for layer in rec.layers:
+        truth = by_tensor[layer.tensors[0]]
+        ref = np.asarray(truth.singular_values)
+        got = np.array(layer.spectrum)
+        np.testing.assert_allclose(got[: ref.size], ref, rtol=1e-9, atol=1e-12 * ref[0])
+        assert np.all(got[ref.size:] <= 1e-9 * ref[0])
+        assert layer.scale == pytest.approx(truth.scale)
+        energy += float((ref**2).sum())
+    assert len(rec.layers) == len(synth.truth)
+    assert rec.adapter.total_strength == pytest.approx(np.sqrt(energy), rel=1e-9)

@@ -49,6 +49,11 @@ def test_inspect_json_record_matches_dense(tmp_path):
     assert layer["fro"] == pytest.approx(np.linalg.norm(dense), rel=1e-7)
     assert layer["scale"] == 0.5 and layer["rank"] == 4 and layer["alpha"] == 2.0
     assert rec["blocks"][0]["id"] == "down.0"
+    assert rec["blocks"][0]["strength"] == pytest.approx(np.linalg.norm(dense), rel=1e-7)
+    assert rec["adapter"]["total_strength"] == pytest.approx(np.linalg.norm(dense), rel=1e-7)
+    assert rec["adapter"]["max_spectral"] == pytest.approx(ref[0], rel=1e-7)
+    assert rec["adapter"]["rank_histogram"] == {"4": 1} and rec["adapter"]["scale_histogram"] == {"0.5": 1}
+    assert rec["format"]["recognised"] == rec["format"]["total"] == 3
 
 
 def test_json_is_deterministic(tmp_path):
