@@ -39,7 +39,8 @@ def _yaml():
 def catalogue() -> dict[str, FindingCode]:
     """All finding codes, validated when loaded."""
     text = resources.files("audit.rules").joinpath("findings.yaml").read_text(encoding="utf-8")
-    data = _yaml().safe_load(text)
+    yaml = _yaml()
+    data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml when present
     if not isinstance(data, dict) or not isinstance(data.get("findings"), dict):
         raise ValueError("rules/findings.yaml: top-level 'findings' mapping missing")
     out: dict[str, FindingCode] = {}
