@@ -53,7 +53,6 @@ class FileTensorSource:
         self._cache: dict[str, np.ndarray] = {}
         self.nonfinite: dict[str, int] = {}
         self.extreme: dict[str, float] = {}
-        self.read_bytes = 0
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.sf.tensors[name].shape
@@ -65,7 +64,6 @@ class FileTensorSource:
         a = self._cache.get(name)
         if a is None:
             a = self.sf.read_array(name)
-            self.read_bytes += self.sf.tensors[name].end - self.sf.tensors[name].start
             if a.size:
                 # two reductions and no temporaries in the common case; NaN/Inf propagate into max/min
                 hi, lo = float(a.max()), float(a.min())
@@ -220,11 +218,7 @@ def _analyse(sf: SafetensorsFile, record: AuditRecord, options: Options, timing:
     skipped = [n for r in results for n in r.skipped]  # values that cannot be decoded: reported, kept listed
     for r in results:
         record.findings.extend(r.findings)
-    src = FileTensorSource(sf)
-    for r in results:
-        src.nonfinite.update(r.src.nonfinite)
-        src.extreme.update(r.src.extreme)
-    _health_findings(record, src, layers)
+    _health_findings(record, results, layers)
     unrecognised = sorted(set(fr.unrecognised) | set(unclaimed) | set(skipped))
     if unclaimed:
         record.findings.append(make(
@@ -283,10 +277,12 @@ def _layer_record(g: LayerGroup, a: LayerAnalysis, sv, flux_like: bool, options:
     return rec
 
 
-def _health_findings(record: AuditRecord, src: FileTensorSource, layers: list[LayerRecord]) -> None:
-    for name, count in sorted(src.nonfinite.items()):
+def _health_findings(record: AuditRecord, results: list[_ChunkResult], layers: list[LayerRecord]) -> None:
+    nonfinite = {name: n for r in results for name, n in r.src.nonfinite.items()}
+    extreme = {name: peak for r in results for name, peak in r.src.extreme.items()}
+    for name, count in sorted(nonfinite.items()):
         record.findings.append(make("LA202", f"{count} NaN/Inf value(s) in tensor", where=name))
-    for name, peak in sorted(src.extreme.items()):
+    for name, peak in sorted(extreme.items()):
         record.findings.append(make("LA209", f"largest |value| {peak:.3g} exceeds {EXTREME:g}", where=name))
     for layer in layers:
         if layer.spectral == 0.0 and layer.delta_basis != "none":
