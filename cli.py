@@ -57,17 +57,34 @@ def cli() -> None:
               help="Only report these finding codes or prefixes (e.g. LA2,LA153). Repeatable.")
 @click.option("--ignore", multiple=True, metavar="CODES", help="Do not report these codes or prefixes. Repeatable.")
 @click.option("--no-spectrum", is_flag=True, help="Leave per-layer singular values out of the JSON record.")
+@click.option("--watchlist", type=click.Path(exists=True, dir_okay=False, path_type=str),
+              help="Names of artists or people, one per line ('Name | alias | alias'); each one found in tags, "
+                   "trigger words, output name, dataset folders or the file name is a finding (LA309).")
+@click.option("--no-sidecars", is_flag=True,
+              help="Do not read a README.md model card or Civitai/WebUI sidecar beside the file.")
+@click.option("--no-hashes", is_flag=True, help="Skip the Civitai-compatible hashes (one pass over the file).")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, writable=True, path_type=str),
               help="Write the JSON record to this file (atomically) instead of standard output.")
 def inspect(file: str, as_json: bool, all_layers: bool, device: str, fail_on: str, select, ignore,
-            no_spectrum: bool, out: str | None) -> None:
-    """Inspect one adapter FILE: format, adapter kinds, ranks, scales, per-block strength, health."""
+            no_spectrum: bool, watchlist: str | None, no_sidecars: bool, no_hashes: bool, out: str | None) -> None:
+    """Inspect one adapter FILE (or a PEFT/diffusers directory): format, adapter kinds, ranks, scales,
+    per-block strength, health, base-model fingerprint, training metadata and claims, hashes."""
     from audit.analyse import Options, inspect_file
     from audit.findings import at_or_above
     from audit.findings import select as select_findings
 
+    names = None
+    if watchlist:
+        from audit.watchlist import WatchlistError, load
+
+        try:
+            names = load(watchlist)
+        except (WatchlistError, OSError) as e:
+            raise click.BadParameter(str(e), param_hint="--watchlist") from e
+    options = Options(device=device, spectrum=not no_spectrum, watchlist=names, sidecars=not no_sidecars,
+                      hashes=not no_hashes)
     try:
-        record = inspect_file(file, Options(device=device, spectrum=not no_spectrum))
+        record = inspect_file(file, options)
     except RuntimeError as e:  # a device that was asked for and is not there
         raise click.UsageError(str(e)) from e
     record.findings = select_findings(record.findings, _codes(select), _codes(ignore))

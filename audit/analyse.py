@@ -17,7 +17,8 @@ import numpy as np
 
 from audit import __version__
 from audit import adapters as adapter_registry
-from audit import blocks, formats, spectra
+from audit import blocks, claims, fingerprint, formats, hashes, sidecars, spectra
+from audit import watchlist as watchlists
 from audit.adapters.base import LayerAnalysis, LayerGroup
 from audit.container import Limits, SafetensorsFile, open_safetensors
 from audit.errors import AuditError
@@ -43,6 +44,11 @@ class Options:
     limits: Limits = Limits()
     spectrum: bool = True  # keep the full spectrum of each layer in the record
     threads: int = min(2, os.cpu_count() or 1)  # chunks processed at once (memory: threads x CHUNK_BYTES)
+    fingerprint: bool = True  # base-model fingerprint and claim checks (header-only, milliseconds)
+    hashes: bool = True  # Civitai-compatible hashes (one extra pass over the file, concurrent with the layers)
+    hash_threads: int | None = None  # 1 or 2 (None: 2 when two CPUs are available); see audit/hashes
+    sidecars: bool = True  # read a model card / Civitai sidecar beside the file as claims
+    watchlist: watchlists.Watchlist | None = None
 
 
 class FileTensorSource:
@@ -128,14 +134,17 @@ def _file_info(path: str, sf: SafetensorsFile | None = None) -> FileInfo:
 
 
 def inspect_file(path: str | os.PathLike, options: Options | None = None) -> AuditRecord:
-    """Audit one file. Never raises for a bad file: the record carries a coded error instead."""
+    """Audit one adapter file, or a PEFT/diffusers directory. Never raises for a bad file: the record carries
+    a coded error instead."""
     options = options or Options()
     path = os.fspath(path)
     timing: dict[str, float] = {}
     t0 = time.perf_counter()
     record = AuditRecord(file=_file_info(path), tool={"name": "lora-audit", "version": __version__})
     try:
-        sf = open_safetensors(path, options.limits)
+        source = sidecars.resolve_input(path)
+        record.file = _file_info(source.adapter_path)
+        sf = open_safetensors(source.adapter_path, options.limits)
     except AuditError as e:
         record.status = "error"
         record.error = make(e.code, e.message, e.where)
@@ -145,7 +154,7 @@ def inspect_file(path: str | os.PathLike, options: Options | None = None) -> Aud
     timing["open"] = time.perf_counter() - t0
     try:
         with sf:
-            _analyse(sf, record, options, timing)
+            _analyse(sf, record, options, timing, source)
     except AuditError as e:  # e.g. the file was truncated or changed while its tensors were read
         record.status = "error"
         record.error = make(e.code, e.message, e.where)
@@ -155,7 +164,62 @@ def inspect_file(path: str | os.PathLike, options: Options | None = None) -> Aud
     return record
 
 
-def _analyse(sf: SafetensorsFile, record: AuditRecord, options: Options, timing: dict[str, float]) -> None:
+def _analyse(sf: SafetensorsFile, record: AuditRecord, options: Options, timing: dict[str, float],
+             source: sidecars.Input) -> None:
+    hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lora-audit-hashes") if options.hashes else None
+    try:
+        pending = hasher.submit(_timed, hashes.compute, sf, threads=options.hash_threads) if hasher else None
+        _layers(sf, record, options, timing)
+        if pending is not None:
+            record.hashes, timing["hashes"] = pending.result()
+    finally:
+        if hasher is not None:
+            hasher.shutdown(wait=True)
+    t = time.perf_counter()
+    _claims(sf, record, options, source)
+    timing["claims"] = time.perf_counter() - t
+    if options.fingerprint:
+        t = time.perf_counter()
+        record.fingerprint, found = fingerprint.identify(
+            fingerprint.layers_from_records(record.layers), claims=record.claims.base_claims,
+            domain=record.domain, domain_reason=record.domain_reason)
+        record.findings.extend(found)
+        timing["fingerprint"] = time.perf_counter() - t
+
+
+def _timed(fn, *args, **kwargs):
+    t = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - t
+
+
+def _claims(sf: SafetensorsFile, record: AuditRecord, options: Options, source: sidecars.Input) -> None:
+    """Metadata, sidecars and the adapter config read as claims; embedded hashes checked; watchlist."""
+    cl, found = claims.read(sf.metadata, record.layers, adapter_config=source.adapter_config)
+    record.findings.extend(source.findings)
+    record.findings.extend(found)
+    cl.sidecars = list(source.read)
+    stated: list[tuple[str, str]] = []
+    if options.sidecars:
+        sc = sidecars.find(source.adapter_path)
+        record.findings.extend(sc.findings)
+        cl.sidecars += sc.read
+        cl.base_claims += sidecars.claims(sc)
+        claims.add_triggers(cl, sidecars.triggers(sc))
+        stated = sidecars.hashes(sc)
+    if record.hashes is not None:
+        checks, found = hashes.check_embedded(sf.metadata, record.hashes)
+        stated_checks, stated_found = hashes.check_stated(stated, record.hashes, sidecars.hash_against)
+        cl.hash_checks = checks + stated_checks
+        record.findings.extend(found + stated_found)
+    if options.watchlist is not None:
+        cl.watchlist, found = watchlists.match(options.watchlist, claims=cl, file_name=record.file.name,
+                                               all_tags=claims.all_tags(sf.metadata))
+        record.findings.extend(found)
+    record.claims = cl
+
+
+def _layers(sf: SafetensorsFile, record: AuditRecord, options: Options, timing: dict[str, float]) -> None:
     t = time.perf_counter()
     record.file = _file_info(record.file.path, sf)
     record.findings.extend(sf.findings)

@@ -185,7 +185,10 @@ _DIFFUSION_MARK = re.compile(
     r"(?:^|[._])(?:down_blocks|up_blocks|mid_block|input_blocks|output_blocks|middle_block|transformer_blocks|"
     r"double_blocks|single_blocks|joint_blocks|attn1|attn2|img_attn|txt_attn|img_mlp|txt_mlp|img_mod|"
     r"noise_refiner|context_refiner|x_embedder|context_embedder|img_in|txt_in|time_in|final_layer|"
-    r"cross_attn|adaLN_modulation|proj_in|proj_out|to_q|to_k|to_v|to_out)(?:[._]|$)"
+    r"cross_attn|adaLN_modulation|adaln_modulation|proj_in|proj_out|to_q|to_k|to_v|to_out|"
+    # S3-DiT (Z-Image, Lumina 2) and Cosmos (Anima) block names
+    r"attention[._](?:qkv|out|to_q|to_k|to_v|to_out)|feed_forward|mlp[._]layer[12]|llm_adapter|"
+    r"blocks[._]\d+[._](?:self|cross)_attn)(?:[._]|$)"
 )
 _LLM_MARK = re.compile(
     r"(?:^|[._])(?:layers?|h)[._]\d+[._](?:self_attn[._](?:q_proj|k_proj|v_proj|o_proj)|"

@@ -15,7 +15,7 @@ from typing import Any
 
 from audit.findings import Finding
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 
 
 @dataclass
@@ -95,6 +95,132 @@ class AdapterSummary:
 
 
 @dataclass
+class Hashes:
+    """Civitai-compatible file hashes (civitai/model-scanner HashTask), computed in one pass over the file.
+
+    Hex digests are upper case, as Civitai shows them. ``autov3`` is the full SHA-256 of the tensor data (every
+    byte after the 8-byte length prefix and the JSON header); Civitai displays its first 12 characters.
+    ``autov1`` is None for files shorter than 2 MiB, as in the scanner. ``crc32`` is written in the scanner's
+    byte order (.NET ``Crc32.GetCurrentHash``: little-endian), e.g. b"hello world" -> "85114A0D".
+    """
+
+    sha256: str
+    autov1: str | None
+    autov2: str
+    autov3: str | None  # None only for a file that is not safetensors (hashes.compute_path)
+    blake3: str
+    crc32: str
+    data_offset: int | None  # where the hashed tensor data (AutoV3) starts
+
+
+@dataclass
+class HashCheck:
+    """One hash written into the metadata, checked against the hash computed from the file."""
+
+    field: str  # metadata key, e.g. "sshs_model_hash", "modelspec.hash_sha256"
+    value: str  # as written (attacker-controlled text)
+    against: str  # which computed hash it is compared with: "autov3" | "sha256" | "autov1" ...
+    verdict: str  # match | match-with-prefix | mismatch | placeholder | malformed | unverifiable
+
+
+@dataclass
+class Evidence:
+    """One fingerprint signal of one family, evaluated against the file's layers."""
+
+    family: str
+    signal: str  # signal id from rules/bases/<family>.yaml
+    kind: str  # module | width | blocks | forbid
+    outcome: str  # match | contradict | lower-bound
+    what: str  # the signal's description, from the rules file
+    observed: str | None = None  # e.g. "768", "19 blocks (max index 18)"
+    expected: str | None = None  # e.g. "768", "19"
+    where: str | None = None  # a layer key that shows it
+    source: str | None = None  # the citation in the rules file
+
+
+@dataclass
+class Candidate:
+    """A variant or shape-identical family the tensors cannot rule out."""
+
+    id: str  # variant id, e.g. "flux1-dev", or a family id for a shape-identical family
+    family: str
+    name: str
+    supports: list[str] = field(default_factory=list)  # why it stays possible (rules text, claims)
+    against: list[str] = field(default_factory=list)  # what speaks against it
+
+
+@dataclass
+class Fingerprint:
+    family: str  # a family id from rules/bases, "not-diffusion" or "unknown"
+    name: str | None = None  # display name from the rules file
+    confidence: str = "none"  # high | medium | low | none  (meaning: README "Base-model fingerprint")
+    reason: str | None = None  # one line: why this confidence
+    partial: bool = False  # block counts are lower bounds: the adapter touches only some blocks
+    candidates: list[Candidate] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+    scores: dict[str, float] = field(default_factory=dict)  # family -> score, for every anchored family
+
+
+@dataclass
+class Claim:
+    """A statement about the base model, made by the file's metadata or a file beside it."""
+
+    source: str  # "metadata" | "readme" | "sidecar" | "adapter_config"
+    key: str  # e.g. "ss_base_model_version", "modelspec.architecture", "base_model", "baseModel"
+    value: str  # as written (attacker-controlled text)
+    family: str | None = None  # family the value names, per rules/bases claims; None if unrecognised
+    variant: str | None = None
+    verdict: str = "unverifiable"  # agrees | contradicts | unverifiable | unrecognised
+
+
+@dataclass
+class TagCount:
+    tag: str
+    count: int
+
+
+@dataclass
+class DatasetFolder:
+    name: str  # folder name from ss_tag_frequency / ss_dataset_dirs (attacker-controlled)
+    images: int | None = None  # img_count from ss_dataset_dirs
+    repeats: int | None = None  # n_repeats from ss_dataset_dirs
+    distinct_tags: int = 0
+    top_tags: list[TagCount] = field(default_factory=list)  # most frequent first, ties by tag
+
+
+@dataclass
+class TriggerWord:
+    word: str
+    sources: list[str] = field(default_factory=list)  # e.g. "modelspec.trigger_phrase", "ss_tag_frequency"
+
+
+@dataclass
+class WatchHit:
+    name: str  # watchlist entry (canonical name)
+    alias: str  # the alias that matched
+    where: str  # tag | trigger | output_name | dataset_folder | file_name | title | ...
+    value: str  # the text it was found in (attacker-controlled)
+
+
+@dataclass
+class Claims:
+    """Training metadata read as claims: typed, checked, never trusted."""
+
+    metadata: str = "none"  # present | stripped | none  (stripped: only non-training keys remain)
+    trainer: str | None = None  # kohya | ai-toolkit | onetrainer | musubi-tuner | diffusers | peft | ...
+    training: dict[str, Any] = field(default_factory=dict)  # typed training parameters (see audit/claims)
+    modelspec: dict[str, str] = field(default_factory=dict)
+    adapter_config: dict[str, Any] | None = None  # PEFT adapter_config.json, when a directory was given
+    base_claims: list[Claim] = field(default_factory=list)
+    triggers: list[TriggerWord] = field(default_factory=list)
+    datasets: list[DatasetFolder] = field(default_factory=list)
+    tags_total: int = 0  # distinct tags over all folders
+    hash_checks: list[HashCheck] = field(default_factory=list)
+    sidecars: list[str] = field(default_factory=list)  # files beside the adapter that were read
+    watchlist: list[WatchHit] = field(default_factory=list)
+
+
+@dataclass
 class EngineInfo:
     device: str
     backend: str
@@ -113,6 +239,9 @@ class AuditRecord:
     layers: list[LayerRecord] = field(default_factory=list)
     blocks: list[BlockRecord] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    hashes: Hashes | None = None
+    fingerprint: Fingerprint | None = None
+    claims: Claims | None = None
     engine: EngineInfo | None = None
     timing: dict[str, float] = field(default_factory=dict)  # seconds per stage: excluded from determinism
     schema_version: str = SCHEMA_VERSION

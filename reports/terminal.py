@@ -99,9 +99,142 @@ def _overview(r: AuditRecord) -> Table:
             strength.append(f"   ({a.base_dependent_layers} layer(s) need base weights for the full delta)",
                             style="yellow")
         t.add_row("strength", strength)
+    fp = r.fingerprint
+    if fp:
+        base = text(fp.family, "bold")
+        if fp.name:
+            base.append("  (")
+            base.append_text(text(fp.name, limit=60))
+            base.append(")")
+        base.append("   confidence ")
+        base.append(fp.confidence, style=CONFIDENCE_STYLE.get(fp.confidence, ""))
+        t.add_row("base model", base)
+        if fp.reason:
+            t.add_row("", text(fp.reason, "dim", limit=240))
+        if fp.candidates:
+            t.add_row("candidates", text(", ".join(c.id for c in fp.candidates), limit=240))
+    c = r.claims
+    if c:
+        meta = Text(c.metadata, style="bold yellow" if c.metadata != "present" else "")
+        if c.trainer:
+            meta.append("   trainer ")
+            meta.append_text(text(c.trainer, "bold", limit=40))
+        t.add_row("metadata", meta)
+    h = r.hashes
+    if h:
+        t.add_row("sha256", Text(h.sha256.lower(), style="dim"))
+        t.add_row("civitai", Text(f"AutoV1 {h.autov1 or '–'}  AutoV2 {h.autov2}  AutoV3 {(h.autov3 or '–')[:12]}  "
+                                  f"CRC32 {h.crc32}", style="dim"))
+        t.add_row("blake3", Text(h.blake3.lower(), style="dim"))
     if r.engine:
         t.add_row("engine", Text(f"{r.engine.backend} on {r.engine.device}", style="dim"))
     return t
+
+
+OUTCOME_STYLE = {"match": "green", "contradict": "red", "lower-bound": "yellow"}
+CONFIDENCE_STYLE = {"high": "bold green", "medium": "yellow", "low": "bold red", "none": "dim"}
+VERDICT_STYLE = {"agrees": "green", "contradicts": "bold red", "unverifiable": "dim", "unrecognised": "yellow",
+                 "match": "green", "match-with-prefix": "yellow", "mismatch": "bold red", "placeholder": "red",
+                 "malformed": "red"}
+
+
+def _evidence(r: AuditRecord, limit: int = 14) -> Table | None:
+    fp = r.fingerprint
+    if not fp or not fp.evidence:
+        return None
+    # the winner's evidence, then what rules out the other families
+    rows = [e for e in fp.evidence if e.family == fp.family]
+    rows += [e for e in fp.evidence if e.family != fp.family and e.outcome == "contradict"]
+    t = Table(title="Base-model evidence", title_justify="left")
+    for heading in ("family", "signal", "outcome", "observed", "expected", "where (first)"):
+        t.add_column(heading, no_wrap=heading != "signal")
+    for e in rows[:limit]:
+        t.add_row(text(e.family), text(e.what, limit=60), Text(e.outcome, style=OUTCOME_STYLE.get(e.outcome, "")),
+                  text(e.observed or "", limit=30), text(e.expected or "", limit=30),
+                  text(e.where or "", limit=48, middle=True))
+    if len(rows) > limit:
+        t.caption = f"{len(rows) - limit} more in the JSON record"
+    return t
+
+
+def _candidates(r: AuditRecord) -> Table | None:
+    fp = r.fingerprint
+    if not fp or len(fp.candidates) < 2:
+        return None
+    t = Table(title="Candidates the shapes cannot separate", title_justify="left")
+    t.add_column("candidate", no_wrap=True)
+    t.add_column("name")
+    t.add_column("why it stays possible")
+    t.add_column("against")
+    for c in fp.candidates:
+        t.add_row(text(c.id), text(c.name, limit=40), text("; ".join(c.supports), limit=160),
+                  text("; ".join(c.against), "red", limit=100))
+    return t
+
+
+def _claims(r: AuditRecord) -> list[Table]:
+    c = r.claims
+    if not c:
+        return []
+    out = []
+    if c.base_claims:
+        t = Table(title="Base-model claims against the tensors", title_justify="left")
+        for heading in ("source", "key", "value", "names", "verdict"):
+            t.add_column(heading)
+        for cl in c.base_claims:
+            names = cl.family + (f" / {cl.variant}" if cl.variant else "") if cl.family else "–"
+            t.add_row(text(cl.source), text(cl.key, limit=40), text(cl.value, limit=60), text(names),
+                      Text(cl.verdict, style=VERDICT_STYLE.get(cl.verdict, "")))
+        out.append(t)
+    if c.training:
+        t = Table(title="Training metadata (as claimed)", title_justify="left", show_header=False)
+        t.add_column(style="bold")
+        t.add_column()
+        for key, value in c.training.items():
+            if isinstance(value, (dict, list)):
+                value = ", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else \
+                    ", ".join(str(v) for v in value)
+            t.add_row(text(key, limit=40), text(value, limit=120))
+        out.append(t)
+    if c.triggers:
+        t = Table(title="Trigger-word candidates", title_justify="left")
+        t.add_column("word")
+        t.add_column("sources")
+        for tw in c.triggers[:20]:
+            t.add_row(text(tw.word, "bold", limit=60), text(", ".join(tw.sources), limit=120))
+        out.append(t)
+    if c.datasets:
+        t = Table(title=f"Dataset folders and top tags ({c.tags_total} distinct tags)", title_justify="left")
+        t.add_column("folder")
+        t.add_column("images", justify="right")
+        t.add_column("repeats", justify="right")
+        t.add_column("top tags")
+        for d in c.datasets[:12]:
+            tags = Text()
+            for i, tc in enumerate(d.top_tags[:8]):
+                if i:
+                    tags.append(", ")
+                tags.append_text(text(tc.tag, limit=40))
+                tags.append(f" {tc.count}", style="dim")
+            t.add_row(text(d.name, limit=40), _num(d.images), _num(d.repeats), tags)
+        out.append(t)
+    if c.hash_checks:
+        t = Table(title="Hashes written in the metadata", title_justify="left")
+        for heading in ("field", "value", "checked against", "verdict"):
+            t.add_column(heading)
+        for hc in c.hash_checks:
+            t.add_row(text(hc.field, limit=40), text(hc.value, limit=70), text(hc.against),
+                      Text(hc.verdict, style=VERDICT_STYLE.get(hc.verdict, "")))
+        out.append(t)
+    if c.watchlist:
+        t = Table(title="Watchlist hits", title_justify="left")
+        for heading in ("name", "matched as", "where", "in"):
+            t.add_column(heading)
+        for w in c.watchlist[:30]:
+            t.add_row(text(w.name, "bold red", limit=60), text(w.alias, limit=60), text(w.where),
+                      text(w.value, limit=80))
+        out.append(t)
+    return out
 
 
 def _blocks(r: AuditRecord) -> Table | None:
@@ -183,7 +316,9 @@ def render(record: AuditRecord, console: Console, *, all_layers: bool = False, t
         parts.append(Text.assemble(("error ", "bold red"), (e.code, "bold"), ": ") + text(e.message, limit=400))
     title = text(record.file.name, "bold", limit=120)
     console.print(Panel(Group(*parts), title=title, title_align="left"))
-    for table in (_blocks(record), _layers(record, None if all_layers else top, console.width), _findings(record)):
+    tables = [_evidence(record), _candidates(record), *_claims(record), _blocks(record),
+              _layers(record, None if all_layers else top, console.width), _findings(record)]
+    for table in tables:
         if table is not None:
             console.print(table)
     for l in record.layers:
