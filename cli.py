@@ -63,10 +63,12 @@ def cli() -> None:
 @click.option("--no-sidecars", is_flag=True,
               help="Do not read a README.md model card or Civitai/WebUI sidecar beside the file.")
 @click.option("--no-hashes", is_flag=True, help="Skip the Civitai-compatible hashes (one pass over the file).")
+@click.option("--no-fingerprint", is_flag=True, help="Skip the base-model fingerprint and the claim checks.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, writable=True, path_type=str),
               help="Write the JSON record to this file (atomically) instead of standard output.")
 def inspect(file: str, as_json: bool, all_layers: bool, device: str, fail_on: str, select, ignore,
-            no_spectrum: bool, watchlist: str | None, no_sidecars: bool, no_hashes: bool, out: str | None) -> None:
+            no_spectrum: bool, watchlist: str | None, no_sidecars: bool, no_hashes: bool, no_fingerprint: bool,
+            out: str | None) -> None:
     """Inspect one adapter FILE (or a PEFT/diffusers directory): format, adapter kinds, ranks, scales,
     per-block strength, health, base-model fingerprint, training metadata and claims, hashes."""
     from audit.analyse import Options, inspect_file
@@ -82,7 +84,7 @@ def inspect(file: str, as_json: bool, all_layers: bool, device: str, fail_on: st
         except (WatchlistError, OSError) as e:
             raise click.BadParameter(str(e), param_hint="--watchlist") from e
     options = Options(device=device, spectrum=not no_spectrum, watchlist=names, sidecars=not no_sidecars,
-                      hashes=not no_hashes)
+                      hashes=not no_hashes, fingerprint=not no_fingerprint)
     try:
         record = inspect_file(file, options)
     except RuntimeError as e:  # a device that was asked for and is not there
@@ -116,9 +118,10 @@ def demo(out_dir: str, device: str) -> None:
     import shutil
     from importlib import resources
 
-    from audit.analyse import Options, inspect_file
     from audit.reports.json_report import render as render_json
     from audit.reports.terminal import render
+
+    from audit.analyse import Options, inspect_file
 
     os.makedirs(out_dir, exist_ok=True)
     src = resources.files("audit").joinpath("examples", "demo-sd15-kohya.safetensors")

@@ -15,9 +15,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from audit import __version__
+from audit import (
+    __version__,
+    blocks,
+    claims,
+    fingerprint,
+    formats,
+    hashes,
+    sidecars,
+    spectra,
+)
 from audit import adapters as adapter_registry
-from audit import blocks, claims, fingerprint, formats, hashes, sidecars, spectra
 from audit import watchlist as watchlists
 from audit.adapters.base import LayerAnalysis, LayerGroup
 from audit.container import Limits, SafetensorsFile, open_safetensors
@@ -166,15 +174,19 @@ def inspect_file(path: str | os.PathLike, options: Options | None = None) -> Aud
 
 def _analyse(sf: SafetensorsFile, record: AuditRecord, options: Options, timing: dict[str, float],
              source: sidecars.Input) -> None:
-    hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lora-audit-hashes") if options.hashes else None
+    # Hashes and the first read of the base-family rules (YAML parsing and regex compilation, ~0.1 s) run
+    # beside the layers: the layer work is mostly numpy, which releases the GIL.
+    side = ThreadPoolExecutor(max_workers=2, thread_name_prefix="lora-audit-side")
     try:
-        pending = hasher.submit(_timed, hashes.compute, sf, threads=options.hash_threads) if hasher else None
+        pending = side.submit(_timed, hashes.compute, sf, threads=options.hash_threads) if options.hashes else None
+        rules = side.submit(fingerprint.load_rules) if options.fingerprint else None
         _layers(sf, record, options, timing)
         if pending is not None:
             record.hashes, timing["hashes"] = pending.result()
+        if rules is not None:
+            rules.result()  # a broken rules file raises here, as it would below
     finally:
-        if hasher is not None:
-            hasher.shutdown(wait=True)
+        side.shutdown(wait=True)
     t = time.perf_counter()
     _claims(sf, record, options, source)
     timing["claims"] = time.perf_counter() - t

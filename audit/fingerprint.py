@@ -28,7 +28,11 @@ LA302; a claim naming no known family gives LA310.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import hashlib
+import json
+import os
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -58,12 +62,42 @@ _ADAPTER_SUFFIXES = frozenset({"lora", "lycoris", "textual-inversion", "lokr", "
 # rules
 
 
+class Pattern:
+    """A rules-file regular expression, compiled on first use.
+
+    Compiling the ~500 patterns of every family costs more than fingerprinting itself, and most belong to
+    families whose anchors never match; so a normal run compiles the anchors when the rules are read and the
+    rest when a family is scored. ``load_rules(folder)`` and ``load_rules(strict=True)`` compile everything
+    at once, so a rules file is validated whole (the shipped rules are, by the tests).
+    """
+
+    __slots__ = ("pattern", "flags", "where", "groups_needed", "_rx")
+
+    def __init__(self, pattern: Any, where: str, flags: int = 0, groups_needed: int = 0) -> None:
+        _need(isinstance(pattern, str) and 0 < len(pattern) <= 2000, where, "pattern must be a non-empty string")
+        self.pattern, self.flags, self.where, self.groups_needed = pattern, flags, where, groups_needed
+        self._rx: re.Pattern | None = None
+
+    @property
+    def rx(self) -> re.Pattern:
+        rx = self._rx
+        if rx is None:
+            try:
+                rx = re.compile(self.pattern, self.flags)
+            except re.error as e:
+                raise _Bad(f"{self.where}: bad regular expression {self.pattern!r}: {e}") from None
+            _need(rx.groups >= self.groups_needed, self.where,
+                  "blocks patterns need a capturing group for the block index")
+            self._rx = rx
+        return rx
+
+
 @dataclass(frozen=True)
 class Signal:
     id: str
     kind: str
     what: str
-    regex: re.Pattern
+    regex: Pattern
     components: frozenset[str]
     weight: float
     anchor: bool = False
@@ -84,7 +118,7 @@ class Variant:
 
 @dataclass(frozen=True)
 class ClaimRule:
-    regex: re.Pattern
+    regex: Pattern
     variant: str | None
     also: frozenset[str]  # other families the same words are consistent with (e.g. "SD 3.5": large or medium)
     keys: frozenset[str] | None
@@ -110,14 +144,6 @@ class _Bad(ValueError):
 def _need(cond: bool, where: str, what: str) -> None:
     if not cond:
         raise _Bad(f"{where}: {what}")
-
-
-def _compile(pattern: Any, where: str, flags: int = 0) -> re.Pattern:
-    _need(isinstance(pattern, str) and 0 < len(pattern) <= 2000, where, "pattern must be a non-empty string")
-    try:
-        return re.compile(pattern, flags)
-    except re.error as e:
-        raise _Bad(f"{where}: bad regular expression {pattern!r}: {e}") from None
 
 
 def _source(entry: Mapping, sources: Mapping[str, str], where: str) -> str:
@@ -148,7 +174,7 @@ def _signal(entry: Any, sources: Mapping[str, str], where: str) -> Signal:
              "count", "source"}
     extra = set(entry) - known
     _need(not extra, where, f"unknown field(s) {sorted(extra)}")
-    regex = _compile(entry.get("match"), where)
+    regex = Pattern(entry.get("match"), where, groups_needed=1 if kind == "blocks" else 0)
     sig = dict(id=sid, kind=kind, what=what, regex=regex, components=components, weight=float(weight),
                anchor=bool(entry.get("anchor", False)), source=_source(entry, sources, where))
     if kind == "width":
@@ -163,7 +189,6 @@ def _signal(entry: Any, sources: Mapping[str, str], where: str) -> Signal:
         counts = count if isinstance(count, list) else [count]
         _need(bool(counts) and all(isinstance(c, int) and not isinstance(c, bool) and c > 0 for c in counts),
               where, "blocks signals need count: a positive integer or a list of them (one per model size)")
-        _need(regex.groups >= 1, where, "blocks patterns need a capturing group for the block index")
         sig.update(count=frozenset(counts))
     return Signal(**sig)
 
@@ -210,7 +235,7 @@ def _family(data: Any, name: str) -> Family:
         also = c.get("also") or []
         _need(isinstance(also, list) and all(isinstance(a, str) and _ID_RE.fullmatch(a) for a in also), where,
               "claim 'also' must be a list of family ids")
-        claims.append(ClaimRule(regex=_compile(c.get("match"), f"{where} claim", re.IGNORECASE), variant=variant,
+        claims.append(ClaimRule(regex=Pattern(c.get("match"), f"{where} claim", re.IGNORECASE), variant=variant,
                                 also=frozenset(also),
                                 keys=frozenset(keys) if keys else None, search=bool(c.get("search", False)),
                                 source=_source(c, sources, f"{where} claim") if "source" in c else None))
@@ -218,32 +243,109 @@ def _family(data: Any, name: str) -> Family:
                   claims=tuple(claims), anchors=anchors)
 
 
-def load_rules(folder=None) -> dict[str, Family]:
-    """Every ``*.yaml`` in rules/bases (or ``folder``), validated. Raises ValueError naming file and problem."""
-    return _load(folder) if folder is not None else _load_default()
+def load_rules(folder=None, *, strict: bool = False) -> dict[str, Family]:
+    """Every ``*.yaml`` in rules/bases (or ``folder``), validated. Raises ValueError naming file and problem.
+
+    The shipped rules are read once per process, with only the anchor patterns compiled (see :class:`Pattern`);
+    ``strict`` (and any explicit ``folder``) compiles every pattern now, validating the files whole.
+    """
+    if folder is not None:
+        return _load(folder, strict=True)
+    rules = _load_default()
+    if strict:
+        _compile_all(rules)
+    return rules
 
 
 @functools.lru_cache(maxsize=1)
 def _load_default() -> dict[str, Family]:
-    return _load(resources.files("audit.rules").joinpath("bases"))
+    return _load(resources.files("audit.rules").joinpath("bases"), strict=False)
 
 
-def _load(folder) -> dict[str, Family]:
+def _compile_all(rules: Mapping[str, Family]) -> None:
+    try:
+        for fam in rules.values():
+            for sig in fam.signals + tuple(s for v in fam.variants for s in v.signals):
+                _ = sig.regex.rx
+            for rule in fam.claims:
+                _ = rule.regex.rx
+    except _Bad as e:
+        raise ValueError(str(e)) from None
+
+
+def _parse_yaml(entries: list[tuple[str, str]]) -> list[Any]:
     import yaml
 
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    out: dict[str, Family] = {}
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if not entry.name.endswith(".yaml"):
-            continue
+    docs = []
+    for name, text in entries:
         try:
-            data = yaml.load(entry.read_text(encoding="utf-8"), Loader=loader)
+            docs.append(yaml.load(text, Loader=loader))
         except yaml.YAMLError as e:
-            raise ValueError(f"rules/bases/{entry.name}: not valid YAML: {e}") from None
-        fam = _family(data, entry.name)
+            raise ValueError(f"rules/bases/{name}: not valid YAML: {e}") from None
+    return docs
+
+
+def _cache_path(entries: list[tuple[str, str]]) -> str | None:
+    """Where the parsed rules are kept as JSON, keyed by the exact YAML texts (parsing YAML costs ~40 ms a run;
+    JSON ~1 ms). ``LORA_AUDIT_NO_CACHE`` turns it off."""
+    if os.environ.get("LORA_AUDIT_NO_CACHE"):
+        return None
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    digest = hashlib.sha256()
+    for name, text in entries:
+        digest.update(f"{len(name)}:{name}{len(text)}:".encode() + text.encode("utf-8"))
+    return os.path.join(base, "lora-audit", f"bases-{digest.hexdigest()[:32]}.json")
+
+
+def _cached(path: str | None, n: int) -> list[Any] | None:
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as fh:
+            docs = json.load(fh)
+    except (OSError, ValueError):
+        return None
+    return docs if isinstance(docs, list) and len(docs) == n else None
+
+
+def _save(path: str, docs: list[Any]) -> None:
+    """Keep validated documents that JSON holds exactly (int keys or dates would change on the way back)."""
+    try:
+        text = json.dumps(docs)
+        if json.loads(text) != docs:
+            return
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except (OSError, TypeError, ValueError):
+        pass  # a read-only home: parse the YAML every run
+
+
+def _load(folder, *, strict: bool) -> dict[str, Family]:
+    """Read and validate every rules file. Documents come from the JSON cache when it holds these exact texts;
+    whatever their origin, each is validated by ``_family``: the cache saves parsing, never checking."""
+    entries = [(e.name, e.read_text(encoding="utf-8"))
+               for e in sorted(folder.iterdir(), key=lambda e: e.name) if e.name.endswith(".yaml")]
+    path = None if strict else _cache_path(entries)
+    docs = _cached(path, len(entries))
+    fresh = docs is None
+    if fresh:
+        docs = _parse_yaml(entries)
+    out: dict[str, Family] = {}
+    for (name, _), data in zip(entries, docs):
+        fam = _family(data, name)
         out[fam.id] = fam
+    if fresh and path:
+        _save(path, docs)
     if not out:
         raise ValueError("rules/bases: no family rules found")
+    if strict:
+        _compile_all(out)
+    else:
+        _compile_all({k: dataclasses.replace(f, signals=f.anchors, variants=(), claims=()) for k, f in out.items()})
     return out
 
 
@@ -301,10 +403,10 @@ class _Index:
         self._cache: dict[tuple[str, frozenset[str]], list[tuple[FPLayer, re.Match]]] = {}
 
     def hits(self, sig: Signal) -> list[tuple[FPLayer, re.Match]]:
-        k = (sig.regex.pattern, sig.components)
+        k = (sig.regex.pattern, sig.components)  # flags are always 0 for signals
         got = self._cache.get(k)
         if got is None:
-            search = sig.regex.search
+            search = sig.regex.rx.search
             got = []
             for comp in sig.components:
                 for layer in self.by_comp.get(comp, ()):
@@ -416,7 +518,7 @@ def _resolve(key: str, value: str, rules: Mapping[str, Family]) -> tuple[str, st
                     continue
             elif key not in rule.keys:
                 continue
-            hit = rule.regex.search(text) if rule.search else rule.regex.fullmatch(text)
+            hit = rule.regex.rx.search(text) if rule.search else rule.regex.rx.fullmatch(text)
             if hit:
                 return fam.id, rule.variant, rule.also
     return None

@@ -36,7 +36,13 @@ from concurrent.futures import ThreadPoolExecutor
 from blake3 import blake3
 
 from audit import findings as _findings
-from audit.container import SPEC_MAX_HEADER_BYTES, SafetensorsFile
+from audit.container import (
+    SPEC_MAX_HEADER_BYTES,
+    SafetensorsFile,
+    _check_same,
+    _ident,
+    _preadv_into,
+)
 from audit.errors import AuditError
 from audit.findings import Finding
 from audit.record import HashCheck, Hashes
@@ -155,10 +161,6 @@ def compute(sf: SafetensorsFile, *, threads: int | None = None, chunk_size: int 
 # any file
 
 
-def _ident(st: os.stat_result) -> tuple[int, int, int, int]:
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
-
-
 def _open_regular(path: str) -> tuple[int, tuple[int, int, int, int]]:
     """Open a regular file without following a symlink or blocking on a FIFO; (fd, identity)."""
     try:
@@ -182,28 +184,6 @@ def _open_regular(path: str) -> tuple[int, tuple[int, int, int, int]]:
     return fd, _ident(st)
 
 
-def _check_same(fd: int, ident: tuple[int, int, int, int]) -> None:
-    try:
-        now = _ident(os.fstat(fd))
-    except OSError as exc:
-        raise AuditError("LA101", f"fstat failed: {exc.strerror or exc}") from None
-    if now != ident:
-        raise AuditError("LA122", "file changed while it was being read")
-
-
-def _pread_full(fd: int, view: memoryview, offset: int) -> int:
-    got = 0
-    while got < len(view):
-        try:
-            n = os.preadv(fd, [view[got:]], offset + got)
-        except OSError as exc:
-            raise AuditError("LA101", f"read failed at byte {offset + got}: {exc.strerror or exc}") from None
-        if n == 0:
-            break
-        got += n
-    return got
-
-
 def _chunks(fd: int, ident, size: int, chunk_size: int) -> Iterator[memoryview]:
     """``[0, size)`` as memoryviews of one reused buffer; a short read is LA122 (changed) or LA118."""
     buf = bytearray(min(chunk_size, max(size, 1)))
@@ -211,7 +191,7 @@ def _chunks(fd: int, ident, size: int, chunk_size: int) -> Iterator[memoryview]:
     pos = 0
     while pos < size:
         want = min(len(buf), size - pos)
-        got = _pread_full(fd, view[:want], pos)
+        got = _preadv_into(fd, view[:want], pos)
         if got < want:
             _check_same(fd, ident)
             raise AuditError("LA118", f"short read: got {got} of {want} bytes at offset {pos}")
@@ -233,7 +213,7 @@ def compute_path(path: str | os.PathLike, *, threads: int | None = None, chunk_s
         data_start = None
         if size >= 8:
             prefix = bytearray(8)
-            if _pread_full(fd, memoryview(prefix), 0) == 8:
+            if _preadv_into(fd, memoryview(prefix), 0) == 8:
                 (n,) = struct.unpack("<Q", prefix)
                 if n <= min(SPEC_MAX_HEADER_BYTES, size - 8):
                     data_start = 8 + n

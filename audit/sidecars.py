@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from audit import findings as _findings
-from audit.container import Limits, parse_nested_json
+from audit.container import Limits, _file_kind, parse_nested_json
 from audit.errors import AuditError
 from audit.findings import Finding
 from audit.record import Claim
@@ -107,20 +107,6 @@ class _Unreadable(Exception):
 # bounded, no-follow reads
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISLNK(mode):
-        return "a symbolic link (not followed)"
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
-
-
 def _read(path: str, cap: int, *, whole: bool) -> tuple[bytes, bool] | None:
     """Read at most ``cap`` bytes of the regular file ``path``; None when there is no such file.
 
@@ -134,7 +120,7 @@ def _read(path: str, cap: int, *, whole: bool) -> tuple[bytes, bool] | None:
     except OSError as exc:
         raise _Unreadable(f"cannot be examined ({exc.strerror or exc})") from None
     if not stat.S_ISREG(st0.st_mode):
-        raise _Unreadable(f"is {_kind(st0.st_mode)}")
+        raise _Unreadable(f"is {_file_kind(st0.st_mode)}")
     if whole and st0.st_size > cap:
         raise _Unreadable(f"is {st0.st_size} bytes; the cap is {cap}")
     flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -149,7 +135,7 @@ def _read(path: str, cap: int, *, whole: bool) -> tuple[bytes, bool] | None:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise _Unreadable(f"is {_kind(st.st_mode)}")
+            raise _Unreadable(f"is {_file_kind(st.st_mode)}")
         if (st.st_dev, st.st_ino) != (st0.st_dev, st0.st_ino):
             raise _Unreadable("was replaced while it was being opened")
         chunks: list[bytes] = []

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from audit.reports.safe import text
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
@@ -14,7 +15,6 @@ from rich.text import Text
 
 from audit.findings import SEVERITY_RANK
 from audit.record import AuditRecord, LayerRecord
-from audit.reports.safe import text
 
 SEVERITY_STYLE = {"info": "cyan", "warning": "yellow", "error": "red", "critical": "bold red"}
 BAR = 24

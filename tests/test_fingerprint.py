@@ -249,9 +249,33 @@ def test_yaml_tags_are_not_executed(tmp_path):
 
 
 def test_shipped_rules_load_and_cover_design_ids():
-    rules = fpm.load_rules()
+    rules = fpm.load_rules(strict=True)  # every pattern compiled: the shipped files are valid whole
     design = {"sd1", "sd2", "sd2-v", "sdxl", "sdxl-refiner", "sd3", "sd3.5-medium", "sd3.5-large", "flux1",
               "flux2", "flux2-klein-4b", "flux2-klein-9b", "chroma", "auraflow", "pixart", "hunyuan-dit",
               "hunyuan-video", "hunyuan-image", "wan", "ltx-video", "qwen-image", "z-image", "lumina2", "kolors",
               "cascade", "hidream", "anima", "krea2", "kandinsky5"}
     assert design <= set(rules), sorted(design - set(rules))
+
+
+def test_rules_cache_saves_parsing_never_checking(tmp_path, monkeypatch):
+    from importlib import resources
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("LORA_AUDIT_NO_CACHE", raising=False)
+    folder = resources.files("audit.rules").joinpath("bases")
+    first = fpm._load(folder, strict=False)
+    cached = list((tmp_path / "lora-audit").glob("bases-*.json"))
+    assert len(cached) == 1
+    again = fpm._load(folder, strict=False)
+    assert {k: (f.name, [s.id for s in f.signals]) for k, f in again.items()} == \
+           {k: (f.name, [s.id for s in f.signals]) for k, f in first.items()}
+    cached[0].write_text("{not json")  # a damaged cache is ignored and rewritten
+    assert set(fpm._load(folder, strict=False)) == set(first)
+    import json
+    docs = json.loads(cached[0].read_text())
+    docs[0]["signals"][0]["kind"] = "bogus"  # a tampered cache is still validated
+    cached[0].write_text(json.dumps(docs))
+    with pytest.raises(ValueError, match="kind must be"):
+        fpm._load(folder, strict=False)
+    monkeypatch.setenv("LORA_AUDIT_NO_CACHE", "1")
+    assert set(fpm._load(folder, strict=False)) == set(first)

@@ -204,7 +204,7 @@ def test_adapter_config_not_regular(tmp_path):
     put(tmp_path, "real_config.json", {"r": 8})
     cfg.symlink_to(tmp_path / "real_config.json")
     got = sidecars.resolve_input(tmp_path)
-    assert got.adapter_config is None and "symbolic link" in got.findings[0].message
+    assert got.adapter_config is None and "symlink" in got.findings[0].message
     cfg.unlink()
     cfg.mkdir()
     got = sidecars.resolve_input(tmp_path)
@@ -434,7 +434,7 @@ def test_sidecar_fifo_symlink_directory_and_huge(adapter):
     assert codes(sc.findings) == ["LA311"] * 4
     assert "directory" in msgs["README.md"]
     assert "FIFO" in msgs["fictional_style.civitai.info"]
-    assert "symbolic link" in msgs["fictional_style.json"]
+    assert "symlink" in msgs["fictional_style.json"]
     assert f"the cap is {sidecars.JSON_CAP}" in msgs["fictional_style.metadata.json"]
     assert sc.read == [] and sc.civitai is sc.webui is sc.manager is sc.readme is None
 
