@@ -368,15 +368,15 @@ def _norm_module(module: str) -> str:
     return module.replace(".", "_")
 
 
+def _fp_layer(key: str, component: str, module: str, in_features: int | None, out_features: int | None) -> FPLayer:
+    """A textual-inversion embedding's width is its vector width, both ways (its "out" is the vector count)."""
+    if component == "embedding":
+        out_features = in_features
+    return FPLayer(key, component, _norm_module(module), in_features, out_features)
+
+
 def layers_from_records(records: Iterable[LayerRecord]) -> list[FPLayer]:
-    out = []
-    for r in records:
-        if r.component == "embedding":
-            width = r.in_features
-            out.append(FPLayer(r.key, r.component, _norm_module(r.module), width, width))
-        else:
-            out.append(FPLayer(r.key, r.component, _norm_module(r.module), r.in_features, r.out_features))
-    return out
+    return [_fp_layer(r.key, r.component, r.module, r.in_features, r.out_features) for r in records]
 
 
 # ------------------------------------------------------------------------------------------------------
@@ -635,9 +635,9 @@ def _candidates(winner: _Scored, rivals: list[_Scored], index: _Index, claims: S
         named = [c for c in claims if c.family == fam.id and c.variant == v.id]
         supports += [f"claim {c.key} = {_short(c.value)}" for c in named]
         cand = Candidate(id=v.id, family=fam.id, name=v.name, supports=supports, against=against)
-        (dropped if against and not named else kept).append((order, cand, bool(named), len(supports)))
+        (dropped if against and not named else kept).append((order, cand, bool(named)))
     chosen = kept or dropped  # all variants contradicted: keep them all, with what is against each
-    for order, cand, named, n in chosen:
+    for order, cand, named in chosen:
         out.append((0 if named else 1, order, cand))
     for i, s in enumerate(rivals):
         named = any(c.family == s.family.id for c in claims)
@@ -736,10 +736,7 @@ def layers_from_tensors(tensors: Mapping[str, Any], metadata: Mapping[str, str] 
         if adapter is None:
             continue
         a = adapter.analyse(g, src, fr.scale)
-        if g.component == "embedding":
-            out.append(FPLayer(g.key, g.component, _norm_module(g.module), a.in_features, a.in_features))
-        else:
-            out.append(FPLayer(g.key, g.component, _norm_module(g.module), a.in_features, a.out_features))
+        out.append(_fp_layer(g.key, g.component, g.module, a.in_features, a.out_features))
     return out, fr
 
 
