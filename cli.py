@@ -109,6 +109,359 @@ def inspect(file: str, as_json: bool, all_layers: bool, device: str, fail_on: st
     sys.exit(EXIT_CLEAN)
 
 
+VERDICT_CHOICES = ("allow-with-conditions", "needs-review", "deny", "never")
+
+
+def _licensing_options(fn):
+    """Options shared by `license` and `scan`: policies, deployer facts and asserted bases."""
+    options = [
+        click.option("--policy", "policies", multiple=True, metavar="NAME|FILE",
+                     help="Deployment policy: a shipped id (see `lora-audit rules list policies`) or a policy "
+                          "YAML file of your own. Repeatable."),
+        click.option("--assume-base", "assume", multiple=True, metavar="ID",
+                     help="Assert the base model (a family or variant id, e.g. flux1-schnell) for files whose "
+                          "tensors allow it; recorded in the report. Repeatable."),
+        click.option("--revenue", metavar="USD", help="Deployer's annual revenue incl. affiliates (e.g. 2.5M)."),
+        click.option("--mau", metavar="N", help="Monthly active users of the deployer's products (e.g. 800k)."),
+        click.option("--territory", metavar="CODES",
+                     help="Where outputs are served or used: ISO-3166 codes or EU, comma-separated."),
+        click.option("--fact", "facts", multiple=True, metavar="KEY=VALUE",
+                     help="Any other deployer fact a policy reads, e.g. commercial_licenses_held=flux-dev-non-commercial "
+                          "or core_business=yes. Repeatable."),
+        click.option("--fail-verdict", type=click.Choice(VERDICT_CHOICES), default="deny", show_default=True,
+                     help="Exit 1 when a policy verdict is at least this strict."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _settings(policies, assume, revenue, mau, territory, facts, *, default_all: bool):
+    from audit import licensing
+
+    try:
+        names = list(policies) or (sorted(licensing.shipped_policies()) if default_all else [])
+        loaded = tuple(licensing.load_policy(n) for n in names)
+        known = licensing.base_ids()
+        for a in assume:
+            if a not in known:
+                raise click.BadParameter(f"{a!r} is not a base family or variant id (see `lora-audit rules list "
+                                         "bases`)", param_hint="--assume-base")
+        values: dict[str, object] = {}
+        for item in facts:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--fact")
+            values[key.strip()] = licensing.parse_fact(key.strip(), value)
+        for key, value in (("revenue_usd", revenue), ("mau", mau), ("territories", territory)):
+            if value is not None:
+                values[key] = licensing.parse_fact(key, value)
+    except licensing.PolicyError as e:
+        raise click.UsageError(str(e)) from e
+    return licensing.Settings(policies=loaded, facts=values, assume=tuple(assume))
+
+
+def _verdict_fails(records, fail_verdict: str) -> bool:
+    from audit.licensing import VERDICTS
+
+    if fail_verdict == "never":
+        return False
+    limit = VERDICTS.index(fail_verdict)
+    return any(VERDICTS.index(p.verdict) >= limit for r in records for p in r.policies)
+
+
+def _exit_code(records, fail_on: str, fail_verdict: str) -> int:
+    from audit.findings import at_or_above
+
+    if any(r.status == "error" for r in records):
+        return EXIT_ERROR
+    if _verdict_fails(records, fail_verdict):
+        return EXIT_FINDINGS
+    if fail_on != "never" and any(at_or_above(r.findings, fail_on) for r in records):
+        return EXIT_FINDINGS
+    return EXIT_CLEAN
+
+
+@cli.command("license")
+@click.argument("files", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=True, file_okay=True, path_type=str))
+@_licensing_options
+@click.option("--json", "as_json", is_flag=True, help="Print each AuditRecord as JSON (one per line).")
+@click.option("--fail-on", type=click.Choice(FAIL_ON), default="error", show_default=True,
+              help="Exit 1 when a finding at or above this severity remains.")
+@click.option("--no-sidecars", is_flag=True, help="Do not read a model card or Civitai sidecar beside the file.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, writable=True, path_type=str),
+              help="Write the JSON records to this file (atomically).")
+def license_(files, policies, assume, revenue, mau, territory, facts, fail_verdict, as_json, fail_on,
+             no_sidecars, out) -> None:
+    """The license chain of each adapter FILE and the verdict of each deployment policy (all shipped policies
+    unless --policy is given). Not legal advice: every reason cites the license text, clause and URL."""
+    from audit.analyse import Options, inspect_file
+
+    settings = _settings(policies, assume, revenue, mau, territory, facts, default_all=True)
+    options = Options(hashes=False, spectrum=False, sidecars=not no_sidecars, licensing=settings)
+    records = [inspect_file(f, options) for f in files]
+    if as_json or out:
+        doc = "".join(r.to_json() + "\n" for r in records)
+        if out:
+            _write_atomic(out, doc)
+        else:
+            click.echo(doc, nl=False)
+    else:
+        from audit.reports import license_view
+
+        console = _console()
+        for i, record in enumerate(records):
+            if i:
+                console.print()
+            license_view.render(record, console)
+    sys.exit(_exit_code(records, fail_on, fail_verdict))
+
+
+SCAN_FORMATS = ("table", "json", "jsonl", "sarif", "junit")
+#: finding codes that carry a policy verdict, strictest first (audit/licensing)
+_VERDICT_CODES = {"deny": ("LA400",), "needs-review": ("LA400", "LA401"),
+                  "allow-with-conditions": ("LA400", "LA401", "LA402")}
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=True, file_okay=True, path_type=str))
+@_licensing_options
+@click.option("--format", "fmt", type=click.Choice(SCAN_FORMATS), default="table", show_default=True,
+              help="table: one line per file as it finishes, then counts; json: one document; jsonl: one "
+                   "AuditRecord per line; sarif: SARIF 2.1.0; junit: JUnit XML for CI.")
+@click.option("-o", "--out", type=click.Path(dir_okay=False, writable=True, path_type=str),
+              help="Write the output here; it appears whole when the scan completes (atomic), never partial.")
+@click.option("--jobs", type=click.IntRange(1, 256), default=2, show_default=True,
+              help="Worker processes; each analyses one file at a time.")
+@click.option("--fail-on", type=click.Choice(FAIL_ON), default="error", show_default=True,
+              help="Exit 1 when a finding at or above this severity is reported.")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=300.0, show_default=True,
+              help="Seconds one file may take; past it the worker is stopped and the file reported (LA126).")
+@click.option("--max-memory", type=click.IntRange(min=0), default=4096, show_default=True, metavar="MB",
+              help="Address-space limit per worker; past it the file is reported (LA127). 0: no limit.")
+@click.option("--keep-layers", type=click.IntRange(min=0), default=10, show_default=True,
+              help="Layer records kept per file (strongest first); the summaries always count every layer.")
+@click.option("--cache", "cache_path", type=click.Path(dir_okay=False, path_type=str),
+              help="SQLite cache of results (default ~/.cache/lora-audit/scan.sqlite). Unchanged files are not "
+                   "read again, and an interrupted scan resumes where it stopped.")
+@click.option("--no-cache", is_flag=True, help="Analyse every file and keep nothing.")
+@click.option("--no-progress", is_flag=True, help="No progress bar on standard error.")
+@click.option("--summary-json", type=click.Path(dir_okay=False, writable=True, path_type=str),
+              help="Write the run's counts, timings and per-worker peak memory as JSON.")
+@click.option("--watchlist", type=click.Path(exists=True, dir_okay=False, path_type=str),
+              help="Names of artists or people to look for (see inspect --watchlist).")
+@click.option("--no-sidecars", is_flag=True, help="Do not read model cards or Civitai sidecars.")
+def scan(paths, policies, assume, revenue, mau, territory, facts, fail_verdict, fmt, out, jobs, fail_on, timeout,
+         max_memory, keep_layers, cache_path, no_cache, no_progress, summary_json, watchlist, no_sidecars) -> None:
+    """Scan files and folders (recursively; adapters are found by content) against deployment policies.
+
+    Each file is analysed in a worker process with a time and a memory limit, so a broken or hostile file
+    becomes an error row and the rest goes on. Exit codes: 0 clean, 1 a policy verdict at or above
+    --fail-verdict or a finding at or above --fail-on, 2 a file could not be read, 3 usage."""
+    import json
+
+    from audit import scan as scanning
+    from audit.analyse import Options
+    from audit.findings import SEVERITY_RANK
+
+    settings = _settings(policies, assume, revenue, mau, territory, facts, default_all=False)
+    names = None
+    if watchlist:
+        from audit.watchlist import WatchlistError, load
+
+        try:
+            names = load(watchlist)
+        except (WatchlistError, OSError) as e:
+            raise click.BadParameter(str(e), param_hint="--watchlist") from e
+    options = Options(licensing=settings, watchlist=names, sidecars=not no_sidecars)
+    config = scanning.ScanConfig(jobs=jobs, timeout_s=timeout, memory_mb=max_memory or None,
+                                 keep_layers=keep_layers, options=options, cache=not no_cache,
+                                 cache_path=cache_path)
+    entries = scanning.discover(paths)
+    policy_ids = [p.id for p in settings.policies]
+    console = _console(stderr=True)
+    state = {"error": False, "verdict": False, "finding": False}
+    verdict_codes = _VERDICT_CODES.get(fail_verdict, ())
+    threshold = SEVERITY_RANK.get(fail_on)
+    kept: list = []  # sarif / junit need every record at the end
+
+    def judge(result) -> None:
+        if result.status == "error":
+            state["error"] = True
+        for code, severity in result.findings:
+            if code in verdict_codes:
+                state["verdict"] = True
+            if threshold is not None and SEVERITY_RANK[severity] >= threshold:
+                state["finding"] = True
+
+    from audit.reports import scan_view
+
+    tally = scan_view.Tally()
+
+    def run_into(fh) -> scanning.Summary:
+        from rich.console import Console
+
+        table_console = Console(file=fh, highlight=False, soft_wrap=False,
+                                width=None if fh is sys.stdout else 160) if fmt == "table" else None
+        first = [True]
+        if fmt == "table":
+            scan_view.header(table_console, policy_ids)
+        elif fmt == "json":
+            fh.write('{"policies": ' + json.dumps(policy_ids) + ', "records": [\n')
+
+        def on_record(result, cached: bool) -> None:
+            judge(result)
+            if fmt == "jsonl":
+                fh.write(result.json + "\n")  # the stored text as is: no JSON parsing on the cached path
+                return
+            if fmt == "json":
+                fh.write(("" if first[0] else ",\n") + result.json)
+                first[0] = False
+            record = result.record
+            tally.add(record, cached=cached)
+            if fmt == "table":
+                scan_view.row(table_console, record, policy_ids)
+            elif fmt in ("sarif", "junit"):
+                record.layers, record.blocks = [], []
+                kept.append(record)
+
+        progress = None
+        if not no_progress and console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            progress = Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                                console=console, transient=True)
+        task = progress.add_task("scan", total=len(entries)) if progress else None
+
+        def on_progress(done: int, total: int, path: str, cached: bool) -> None:
+            if progress is not None:
+                progress.update(task, completed=done)
+
+        if progress is not None:
+            progress.start()
+        try:
+            summary = scanning.run(entries, config, on_record, on_progress)
+        finally:
+            if progress is not None:
+                progress.stop()
+        tally.seconds = summary.seconds
+        if fmt == "table":
+            scan_view.summary(table_console, tally)
+        elif fmt == "json":
+            fh.write("\n], " + json.dumps({"schema_version": _schema(), "summary": summary.to_dict(),
+                                           "tool": {"name": "lora-audit", "version": __version__}},
+                                          sort_keys=True)[1:] + "\n")
+        elif fmt == "sarif":
+            from audit.reports import sarif
+
+            fh.write(sarif.render(kept, tool_version=__version__, base_uri=os.getcwd()) + "\n")
+        elif fmt == "junit":
+            from audit.reports import junit
+
+            fh.write(junit.render(kept, suite="lora-audit scan", fail_on=fail_on, fail_verdict=fail_verdict) + "\n")
+        return summary
+
+    try:
+        if out:
+            with scanning.AtomicOutput(out) as fh:
+                summary = run_into(fh)
+        else:
+            summary = run_into(sys.stdout)
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        console.print("interrupted: the files finished so far are cached; run the same scan again to finish"
+                      + (" (no output written)" if out else ""))
+        sys.exit(130)
+    except scanning.ScanError as e:
+        console.print(f"scan failed: {e}")
+        sys.exit(EXIT_ERROR)
+    if summary_json:
+        _write_atomic(summary_json, json.dumps(summary.to_dict(), indent=2, sort_keys=True) + "\n")
+    if fmt != "table" and out and not no_progress:
+        console.print(f"{summary.total} files ({summary.analysed} analysed, {summary.cached} cached, "
+                      f"{summary.errors} errors) in {summary.seconds:.1f} s; output written to {out}")
+    if state["error"]:
+        sys.exit(EXIT_ERROR)
+    sys.exit(EXIT_FINDINGS if state["verdict"] or state["finding"] else EXIT_CLEAN)
+
+
+def _schema() -> str:
+    from audit.record import SCHEMA_VERSION
+
+    return SCHEMA_VERSION
+
+
+@cli.group()
+def rules() -> None:
+    """The knowledge lora-audit applies: licenses, policies, base families and finding codes."""
+
+
+def _rules_data(kind: str):
+    from audit import fingerprint, licensing
+    from audit.findings import catalogue
+
+    return {"licenses": lambda: licensing.knowledge().licenses, "policies": licensing.shipped_policies,
+            "bases": fingerprint.load_rules, "findings": catalogue}[kind]()
+
+
+@rules.command("list")
+@click.argument("kind", required=False, type=click.Choice(("licenses", "policies", "bases", "findings")))
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def rules_list(kind: str | None, as_json: bool) -> None:
+    """List the shipped licenses, policies, base families and finding codes (or one KIND)."""
+    import json
+
+    from audit.reports import rules_view
+
+    kinds = [kind] if kind else list(rules_view.KINDS)
+    tables = {k: rules_view.rows(k, _rules_data(k)) for k in kinds}
+    if as_json:
+        click.echo(json.dumps(tables if not kind else tables[kind], indent=2, sort_keys=True))
+        return
+    console = _console()
+    for k in kinds:
+        rules_view.render_list(console, k, tables[k])
+
+
+@rules.command("show")
+@click.argument("ident")
+def rules_show(ident: str) -> None:
+    """Show one license, policy, base family or variant, or finding code, as the rules file states it."""
+    from audit import licensing
+    from audit.reports import rules_view
+    from audit.rulefiles import package
+
+    pkg = package()
+    console = _console()
+    code = ident.upper()
+    if code in _rules_data("findings"):
+        f = _rules_data("findings")[code]
+        rules_view.render_source(console, f"{f.code} ({f.severity})", f.title)
+        return
+    if ident in licensing.knowledge().licenses:
+        rules_view.render_source(console, f"rules/licenses/{ident}.yaml",
+                                 pkg.joinpath("licenses", f"{ident}.yaml").read_text(encoding="utf-8"))
+        return
+    if ident in licensing.shipped_policies():
+        rules_view.render_source(console, f"rules/policies/{ident}.yaml",
+                                 pkg.joinpath("policies", f"{ident}.yaml").read_text(encoding="utf-8"))
+        return
+    ids = licensing.base_ids()
+    if ident in ids:
+        fam = ids[ident]
+        entry = licensing.knowledge().lineage.get(ident) or licensing.knowledge().lineage.get(fam)
+        if entry is not None:
+            chain = ", ".join(f"{lid} ({role})" for lid, role in entry.chain)
+            rules_view.render_source(console, f"rules/lineage.yaml: {ident}",
+                                     f"licenses: {chain}\nsource: {entry.source}" + (f"\nnote: {entry.note}" if entry.note else ""))
+        rules_view.render_source(console, f"rules/bases/{fam}.yaml",
+                                 pkg.joinpath("bases", f"{fam}.yaml").read_text(encoding="utf-8"))
+        return
+    raise click.UsageError(f"{ident!r} is no license, policy, base or finding code (see `lora-audit rules list`)")
+
+
 @cli.command()
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=str), default="lora-audit-demo",
               show_default=True, help="Where the demo writes its example copy and outputs.")

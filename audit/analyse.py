@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +58,7 @@ class Options:
     hash_threads: int | None = None  # 1 or 2 (None: 2 when two CPUs are available); see audit/hashes
     sidecars: bool = True  # read a model card / Civitai sidecar beside the file as claims
     watchlist: watchlists.Watchlist | None = None
+    licensing: Any = None  # audit.licensing.Settings: license chain and policy verdicts (None: not evaluated)
 
 
 class FileTensorSource:
@@ -197,6 +199,12 @@ def _analyse(sf: SafetensorsFile, record: AuditRecord, options: Options, timing:
             domain=record.domain, domain_reason=record.domain_reason)
         record.findings.extend(found)
         timing["fingerprint"] = time.perf_counter() - t
+    if options.licensing is not None:
+        from audit import licensing  # only `license` and `scan` evaluate licenses and policies
+
+        t = time.perf_counter()
+        licensing.apply(record, options.licensing)
+        timing["licensing"] = time.perf_counter() - t
 
 
 def _timed(fn, *args, **kwargs):
@@ -211,6 +219,7 @@ def _claims(sf: SafetensorsFile, record: AuditRecord, options: Options, source: 
     record.findings.extend(source.findings)
     record.findings.extend(found)
     cl.sidecars = list(source.read)
+    cl.licenses = claims.license_claims(sf.metadata)
     stated: list[tuple[str, str]] = []
     if options.sidecars:
         sc = sidecars.find(source.adapter_path)
@@ -219,6 +228,8 @@ def _claims(sf: SafetensorsFile, record: AuditRecord, options: Options, source: 
         cl.base_claims += sidecars.claims(sc)
         claims.add_triggers(cl, sidecars.triggers(sc))
         stated = sidecars.hashes(sc)
+        stated_licenses, cl.permissions = sidecars.licenses(sc)
+        cl.licenses += stated_licenses
     if record.hashes is not None:
         checks, found = hashes.check_embedded(sf.metadata, record.hashes)
         stated_checks, stated_found = hashes.check_stated(stated, record.hashes, sidecars.hash_against)

@@ -60,6 +60,7 @@ from audit.record import (
     Claims,
     DatasetFolder,
     LayerRecord,
+    LicenseClaim,
     TagCount,
     TriggerWord,
 )
@@ -225,6 +226,22 @@ def read(
     ``adapter_config.json`` of a PEFT directory, when one was given.
     """
     return _Reader(metadata, layers, adapter_config).run()
+
+
+#: metadata keys that state the adapter's own license (SAI ModelSpec ``modelspec.license``, which kohya fills from
+#: ``--metadata_license``; a bare ``license`` / ``license_name`` / ``license_link`` as some trainers and
+#: re-packagers write them)
+LICENSE_KEYS = ("modelspec.license", "license", "license_name", "license_link", "licence")
+
+
+def license_claims(metadata: Mapping[str, str] | None) -> list[LicenseClaim]:
+    """The adapter's own license statements in ``__metadata__``, as written (checked by audit/licensing)."""
+    out = []
+    for key in LICENSE_KEYS:
+        value = (metadata or {}).get(key)
+        if isinstance(value, str) and value.strip() and value.strip().casefold() not in ("none", "unknown"):
+            out.append(LicenseClaim(source="metadata", key=key, value=_cut(value.strip(), MAX_TEXT)))
+    return out
 
 
 def add_triggers(claims: Claims, pairs: Iterable[tuple[str, str]]) -> None:

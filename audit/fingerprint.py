@@ -30,9 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
-import os
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -40,6 +37,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from audit import rulefiles
 from audit.findings import Finding, make
 from audit.record import Candidate, Claim, Evidence, Fingerprint, LayerRecord
 
@@ -273,73 +271,14 @@ def _compile_all(rules: Mapping[str, Family]) -> None:
         raise ValueError(str(e)) from None
 
 
-def _parse_yaml(entries: list[tuple[str, str]]) -> list[Any]:
-    import yaml
-
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    docs = []
-    for name, text in entries:
-        try:
-            docs.append(yaml.load(text, Loader=loader))
-        except yaml.YAMLError as e:
-            raise ValueError(f"rules/bases/{name}: not valid YAML: {e}") from None
-    return docs
-
-
-def _cache_path(entries: list[tuple[str, str]]) -> str | None:
-    """Where the parsed rules are kept as JSON, keyed by the exact YAML texts (parsing YAML costs ~40 ms a run;
-    JSON ~1 ms). ``LORA_AUDIT_NO_CACHE`` turns it off."""
-    if os.environ.get("LORA_AUDIT_NO_CACHE"):
-        return None
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    digest = hashlib.sha256()
-    for name, text in entries:
-        digest.update(f"{len(name)}:{name}{len(text)}:".encode() + text.encode("utf-8"))
-    return os.path.join(base, "lora-audit", f"bases-{digest.hexdigest()[:32]}.json")
-
-
-def _cached(path: str | None, n: int) -> list[Any] | None:
-    if not path:
-        return None
-    try:
-        with open(path, encoding="utf-8") as fh:
-            docs = json.load(fh)
-    except (OSError, ValueError):
-        return None
-    return docs if isinstance(docs, list) and len(docs) == n else None
-
-
-def _save(path: str, docs: list[Any]) -> None:
-    """Keep validated documents that JSON holds exactly (int keys or dates would change on the way back)."""
-    try:
-        text = json.dumps(docs)
-        if json.loads(text) != docs:
-            return
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except (OSError, TypeError, ValueError):
-        pass  # a read-only home: parse the YAML every run
-
-
 def _load(folder, *, strict: bool) -> dict[str, Family]:
     """Read and validate every rules file. Documents come from the JSON cache when it holds these exact texts;
     whatever their origin, each is validated by ``_family``: the cache saves parsing, never checking."""
-    entries = [(e.name, e.read_text(encoding="utf-8"))
-               for e in sorted(folder.iterdir(), key=lambda e: e.name) if e.name.endswith(".yaml")]
-    path = None if strict else _cache_path(entries)
-    docs = _cached(path, len(entries))
-    fresh = docs is None
-    if fresh:
-        docs = _parse_yaml(entries)
+    docs = rulefiles.read_docs(folder, "rules/bases", cache=not strict)
     out: dict[str, Family] = {}
-    for (name, _), data in zip(entries, docs):
+    for name, data in docs:
         fam = _family(data, name)
         out[fam.id] = fam
-    if fresh and path:
-        _save(path, docs)
     if not out:
         raise ValueError("rules/bases: no family rules found")
     if strict:

@@ -15,7 +15,7 @@ from typing import Any
 
 from audit.findings import Finding
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 
 
 @dataclass
@@ -218,6 +218,92 @@ class Claims:
     hash_checks: list[HashCheck] = field(default_factory=list)
     sidecars: list[str] = field(default_factory=list)  # files beside the adapter that were read
     watchlist: list[WatchHit] = field(default_factory=list)
+    licenses: list[LicenseClaim] = field(default_factory=list)  # license statements, as written (unchecked)
+    permissions: dict[str, Any] | None = None  # Civitai-style permission flags from a sidecar, normalised
+
+
+@dataclass
+class LicenseRef:
+    """A license text version as cited by a verdict (rules/licenses/<id>.yaml)."""
+
+    id: str  # e.g. "flux-1-dev-nc-v1.1.1"; "unknown" when no verified facts exist
+    name: str
+    version: str | None = None
+    published: str | None = None  # date printed in the text (YYYY-MM-DD)
+    url: str | None = None  # canonical text
+    level: str = "U"  # verification of the facts: P | P-tag | S | U (rules/licenses/SCHEMA.md)
+    spdx: str | None = None  # SPDX id, or the LicenseRef-… used for it
+
+
+@dataclass
+class ChainLink:
+    """One license that binds the adapter, and why."""
+
+    role: str  # base | intermediate | component | lora_author
+    license: LicenseRef
+    via: str  # where it comes from, e.g. "lineage flux1-dev (rules/lineage.yaml)", "metadata modelspec.license"
+
+
+@dataclass
+class Lineage:
+    """One base model the adapter may descend from, with the licenses it inherits."""
+
+    id: str  # variant id (e.g. "flux1-dev") or family id
+    family: str
+    name: str
+    chain: list[ChainLink] = field(default_factory=list)
+    note: str | None = None  # from rules/lineage.yaml
+
+
+@dataclass
+class LicenseClaim:
+    """A license statement about the adapter itself (attacker-controlled; checked against the lineage)."""
+
+    source: str  # metadata | readme | sidecar | adapter_config
+    key: str  # e.g. "modelspec.license", "license", "license_name", "allowCommercialUse"
+    value: str  # as written
+    license: str | None = None  # license id it resolves to, None when unrecognised
+    verdict: str = "unverifiable"  # consistent | conflicts | more-restrictive | unrecognised | unverifiable
+    reason: str | None = None
+
+
+@dataclass
+class Licensing:
+    """The license chain of one adapter. Not legal advice: every fact cites its license text."""
+
+    basis: str = "unknown"  # asserted | claimed | candidates | unknown  (how the lineages were chosen)
+    basis_detail: str | None = None
+    asserted: str | None = None  # the --assume-base id applied to this file
+    lineages: list[Lineage] = field(default_factory=list)  # evaluated; the verdict takes the strictest
+    declared: list[LicenseClaim] = field(default_factory=list)
+    civitai: dict[str, Any] | None = None  # Civitai permission flags as read from a sidecar, normalised
+    disclaimer: str = "Not legal advice: a summary of license texts to help a human review, citing each text."
+
+
+@dataclass
+class Reason:
+    """One rule of a policy that fired, with the license text it rests on."""
+
+    rule: str  # policy rule id
+    action: str  # deny | review | condition | note
+    message: str
+    remediation: str | None = None
+    license: str | None = None  # license id
+    clause: str | None = None  # e.g. "§2(d)"
+    url: str | None = None
+    lineage: str | None = None  # the lineage (candidate base) it concerns
+
+
+@dataclass
+class PolicyVerdict:
+    policy: str  # policy id
+    name: str
+    verdict: str  # allow | allow-with-conditions | needs-review | deny
+    reasons: list[Reason] = field(default_factory=list)  # deny and review reasons
+    conditions: list[Reason] = field(default_factory=list)  # what the deployer must do
+    notes: list[Reason] = field(default_factory=list)
+    by_lineage: dict[str, str] = field(default_factory=dict)  # lineage id -> verdict under this policy
+    context: dict[str, Any] = field(default_factory=dict)  # the deployer facts the policy was evaluated with
 
 
 @dataclass
@@ -242,6 +328,9 @@ class AuditRecord:
     hashes: Hashes | None = None
     fingerprint: Fingerprint | None = None
     claims: Claims | None = None
+    licensing: Licensing | None = None
+    policies: list[PolicyVerdict] = field(default_factory=list)
+    layers_omitted: int = 0  # layer records left out (scan keeps the strongest only); the summary counts all
     engine: EngineInfo | None = None
     timing: dict[str, float] = field(default_factory=dict)  # seconds per stage: excluded from determinism
     schema_version: str = SCHEMA_VERSION
@@ -276,3 +365,46 @@ def _clean(obj: Any) -> Any:
     if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
         return _clean(obj.item())
     return obj
+
+
+def from_dict(data: dict[str, Any]) -> AuditRecord:
+    """An AuditRecord rebuilt from its JSON form (``to_dict``/``to_json``), e.g. from the scan cache.
+
+    Unknown keys are an error (the JSON came from another schema); missing keys take their defaults.
+    """
+    return _build(AuditRecord, data)
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _build(tp: Any, value: Any) -> Any:
+    import types
+    import typing
+
+    if value is None or tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _build(args[0], value) if len(args) == 1 else value
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        return [_build(item, v) for v in value]
+    if origin is dict:
+        _, item = typing.get_args(tp) or (str, Any)
+        return {k: _build(item, v) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ValueError(f"{tp.__name__}: expected an object, got {type(value).__name__}")
+        hints = _HINTS.get(tp)
+        if hints is None:
+            hints = _HINTS[tp] = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        extra = set(value) - names
+        if extra:
+            raise ValueError(f"{tp.__name__}: unknown field(s) {sorted(extra)}")
+        return tp(**{k: _build(hints[k], v) for k, v in value.items()})
+    if tp is float and isinstance(value, int):
+        return float(value)
+    return value

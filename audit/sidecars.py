@@ -39,7 +39,7 @@ from audit import findings as _findings
 from audit.container import Limits, _file_kind, parse_nested_json
 from audit.errors import AuditError
 from audit.findings import Finding
-from audit.record import Claim
+from audit.record import Claim, LicenseClaim
 
 __all__ = [
     "ADAPTER_CONFIG",
@@ -51,6 +51,7 @@ __all__ = [
     "find",
     "hash_against",
     "hashes",
+    "licenses",
     "resolve_input",
     "triggers",
 ]
@@ -351,6 +352,8 @@ class _Extracted:
     claims: list[Claim] = field(default_factory=list)
     triggers: list[tuple[str, str]] = field(default_factory=list)
     hashes: list[tuple[str, str]] = field(default_factory=list)
+    licenses: list[LicenseClaim] = field(default_factory=list)
+    permissions: dict[str, Any] | None = None
     problems: list[Finding] = field(default_factory=list)
 
 
@@ -434,6 +437,9 @@ def _civitai_object(w: _Extracted, walker: _Walker, obj: dict, prefix: str, sour
     base = walker.text(obj, "baseModel", prefix + "baseModel")
     if base is not None:
         w.claims.append(Claim(source=source, key=prefix + "baseModel", value=base))
+    for holder, where in ((obj, prefix), (walker.mapping(obj, "model", prefix + "model"), prefix + "model.")):
+        if holder and w.permissions is None:
+            w.permissions = _permissions(walker, holder, where)
     for entry in walker.texts(obj, "trainedWords", prefix + "trainedWords"):
         for word in _split_triggers(entry):
             w.triggers.append((word, f"{walker.label}:{prefix}trainedWords"))
@@ -459,12 +465,61 @@ def _civitai_object(w: _Extracted, walker: _Walker, obj: dict, prefix: str, sour
                 walker.bad(prefix + "files[].hashes." + key, f"is not a string of at most {MAX_HASH} characters")
 
 
+#: Civitai's commercial-use values (civitai/civitai prisma schema, enum CommercialUse) and what each allows
+#: (PermissionIndicator.tsx wording): Image: sell generated images; RentCivit: run on Civitai's generator; Rent:
+#: run on other paid generation services; Sell: sell the model or merges. The upload form adds Rent and RentCivit
+#: when Sell is ticked, and RentCivit when Rent is; stored data may lack that, so the booleans apply it.
+COMMERCIAL_USE = ("None", "Image", "RentCivit", "Rent", "Sell")
+_PERMISSION_FLAGS = ("allowNoCredit", "allowDerivatives", "allowDifferentLicense")
+
+
+def _permissions(walker: _Walker, obj: dict, prefix: str) -> dict[str, Any] | None:
+    """Civitai permission flags of a model object, normalised; None when it carries none.
+
+    ``allowCommercialUse`` is a list of strings in current API clients and a single string in older ones
+    (``"None" | "Image" | "Rent" | "Sell"``); both are accepted. Unknown values are dropped with LA312.
+    """
+    if "allowCommercialUse" not in obj and not any(k in obj for k in _PERMISSION_FLAGS):
+        return None
+    out: dict[str, Any] = {}
+    raw = obj.get("allowCommercialUse")
+    values = walker.texts(obj, "allowCommercialUse", prefix + "allowCommercialUse", single=True) if raw is not None else None
+    if values is not None:
+        canon = {v.casefold(): v for v in COMMERCIAL_USE}
+        kept = []
+        for v in values:
+            for part in v.split(","):
+                c = canon.get(part.strip().casefold())
+                if c is None:
+                    walker.bad(prefix + "allowCommercialUse", f"holds an unknown value {part.strip()[:40]!r}")
+                elif c not in kept:
+                    kept.append(c)
+        sell = "Sell" in kept
+        rent = sell or "Rent" in kept
+        out.update(allowCommercialUse=kept, sell_model=sell, paid_generation=rent,
+                   civitai_generation=rent or "RentCivit" in kept, sell_images="Image" in kept)
+    for key in _PERMISSION_FLAGS:
+        value = obj.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            out[key] = value
+        else:
+            walker.bad(prefix + key, f"is {_type(value)}, not a boolean")
+    return out or None
+
+
 def _extract(sc: Sidecars) -> _Extracted:
     w = _Extracted()
     if sc.readme is not None:
         walker = _Walker(README, w)
         for value in walker.texts(sc.readme, "base_model", single=True):
             w.claims.append(Claim(source="readme", key="base_model", value=value))
+        names = [(k, v) for k in ("license", "license_name", "license_link")
+                 for v in walker.texts(sc.readme, k, single=True)]
+        if any(k != "license" for k, _ in names):  # "license: other" only points at license_name / license_link
+            names = [(k, v) for k, v in names if not (k == "license" and v.strip().casefold() == "other")]
+        w.licenses += [LicenseClaim(source="readme", key=k, value=v) for k, v in names]
         prompt = walker.text(sc.readme, "instance_prompt")
         if prompt is not None and prompt.strip():
             w.triggers.append((prompt.strip(), f"{README}:instance_prompt"))
@@ -493,6 +548,7 @@ def _extract(sc: Sidecars) -> _Extracted:
                        key=lambda c: (c.source, c.key, c.value))
     w.triggers = _unique(w.triggers, key=lambda t: t)
     w.hashes = _unique(w.hashes, key=lambda t: t)
+    w.licenses = _unique(w.licenses, key=lambda c: (c.source, c.key, c.value))
     return w
 
 
@@ -536,6 +592,16 @@ def hashes(sc: Sidecars) -> list[tuple[str, str]]:
     :func:`hash_against` names the computed hash a field is compared with.
     """
     return _extract(sc).hashes
+
+
+def licenses(sc: Sidecars) -> tuple[list[LicenseClaim], dict[str, Any] | None]:
+    """The adapter's own license statements beside it: the model card's ``license`` (``other`` only when no
+    ``license_name``/``license_link`` follows), ``license_name`` and ``license_link``; and the Civitai permission
+    flags of a Civitai object (``.civitai.info`` or the Lora-Manager copy; on the object or its ``model``), see
+    :func:`_permissions`. Checked against the inherited license by audit/licensing.
+    """
+    w = _extract(sc)
+    return w.licenses, w.permissions
 
 
 _LAST = re.compile(r"[^.:]*\Z")

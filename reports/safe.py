@@ -28,11 +28,14 @@ def _escape_char(ch: str) -> str:
 def _unsafe(ch: str) -> bool:
     cat = unicodedata.category(ch)
     # Cc: C0/C1 controls and DEL; Cf: bidi controls, zero-width and other invisible format characters;
-    # Cs: lone surrogates (from undecodable file names); Zl/Zp: line and paragraph separators.
-    return cat in ("Cc", "Cf", "Cs", "Zl", "Zp")
+    # Cs: lone surrogates (from undecodable file names); Zl/Zp: line and paragraph separators; Cn: unassigned
+    # code points and noncharacters such as U+FFFE (no glyph, and XML 1.0 forbids some of them).
+    return cat in ("Cc", "Cf", "Cs", "Zl", "Zp", "Cn")
 
 
 def _escaped(s: str) -> str:
+    if s.isprintable():  # every character clean() escapes is non-printable: the common case costs one C call
+        return s
     return "".join(_escape_char(ch) if _unsafe(ch) else ch for ch in s)
 
 
