@@ -45,6 +45,17 @@ def cli() -> None:
     """Forensics and governance auditing of LoRA adapters for diffusion models."""
 
 
+def _watchlist(path: str | None):
+    if not path:
+        return None
+    from audit.watchlist import WatchlistError, load
+
+    try:
+        return load(path)
+    except (WatchlistError, OSError) as e:
+        raise click.BadParameter(str(e), param_hint="--watchlist") from e
+
+
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=True, file_okay=True, path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print the full AuditRecord as JSON (schema_version inside).")
@@ -75,14 +86,7 @@ def inspect(file: str, as_json: bool, all_layers: bool, device: str, fail_on: st
     from audit.findings import at_or_above
     from audit.findings import select as select_findings
 
-    names = None
-    if watchlist:
-        from audit.watchlist import WatchlistError, load
-
-        try:
-            names = load(watchlist)
-        except (WatchlistError, OSError) as e:
-            raise click.BadParameter(str(e), param_hint="--watchlist") from e
+    names = _watchlist(watchlist)
     options = Options(device=device, spectrum=not no_spectrum, watchlist=names, sidecars=not no_sidecars,
                       hashes=not no_hashes, fingerprint=not no_fingerprint)
     try:
@@ -253,8 +257,12 @@ _VERDICT_CODES = {"deny": ("LA400",), "needs-review": ("LA400", "LA401"),
 @click.option("--watchlist", type=click.Path(exists=True, dir_okay=False, path_type=str),
               help="Names of artists or people to look for (see inspect --watchlist).")
 @click.option("--no-sidecars", is_flag=True, help="Do not read model cards or Civitai sidecars.")
+@click.option("--device", type=click.Choice(["cpu", "auto", "cuda"]), default="cpu", show_default=True,
+              help="Where the workers compute spectra. The memory limit cannot be enforced on a GPU, so the scan "
+                   "stays on the CPU unless asked.")
 def scan(paths, policies, assume, revenue, mau, territory, facts, fail_verdict, fmt, out, jobs, fail_on, timeout,
-         max_memory, keep_layers, cache_path, no_cache, no_progress, summary_json, watchlist, no_sidecars) -> None:
+         max_memory, keep_layers, cache_path, no_cache, no_progress, summary_json, watchlist, no_sidecars,
+         device) -> None:
     """Scan files and folders (recursively; adapters are found by content) against deployment policies.
 
     Each file is analysed in a worker process with a time and a memory limit, so a broken or hostile file
@@ -267,15 +275,8 @@ def scan(paths, policies, assume, revenue, mau, territory, facts, fail_verdict, 
     from audit.findings import SEVERITY_RANK
 
     settings = _settings(policies, assume, revenue, mau, territory, facts, default_all=False)
-    names = None
-    if watchlist:
-        from audit.watchlist import WatchlistError, load
-
-        try:
-            names = load(watchlist)
-        except (WatchlistError, OSError) as e:
-            raise click.BadParameter(str(e), param_hint="--watchlist") from e
-    options = Options(licensing=settings, watchlist=names, sidecars=not no_sidecars)
+    names = _watchlist(watchlist)
+    options = Options(device=device, licensing=settings, watchlist=names, sidecars=not no_sidecars)
     config = scanning.ScanConfig(jobs=jobs, timeout_s=timeout, memory_mb=max_memory or None,
                                  keep_layers=keep_layers, options=options, cache=not no_cache,
                                  cache_path=cache_path)
@@ -329,7 +330,13 @@ def scan(paths, policies, assume, revenue, mau, territory, facts, fail_verdict, 
 
         progress = None
         if not no_progress and console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
 
             progress = Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                                 console=console, transient=True)
@@ -429,8 +436,9 @@ def rules_list(kind: str | None, as_json: bool) -> None:
 @click.argument("ident")
 def rules_show(ident: str) -> None:
     """Show one license, policy, base family or variant, or finding code, as the rules file states it."""
-    from audit import licensing
     from audit.reports import rules_view
+
+    from audit import licensing
     from audit.rulefiles import package
 
     pkg = package()
@@ -492,20 +500,10 @@ def demo(out_dir: str, device: str) -> None:
 
 
 def _write_atomic(path: str, content: str) -> None:
-    import tempfile
+    from audit.scan import AtomicOutput
 
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".lora-audit-", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with AtomicOutput(path) as fh:
+        fh.write(content)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -38,6 +38,7 @@ from typing import Any
 from audit import rulefiles
 from audit.findings import Finding, make
 from audit.record import (
+    VERDICTS,
     AuditRecord,
     ChainLink,
     LicenseClaim,
@@ -63,7 +64,6 @@ __all__ = [
     "shipped_policies",
 ]
 
-VERDICTS = ("allow", "allow-with-conditions", "needs-review", "deny")  # least to most strict
 _ACTION_VERDICT = {"note": "allow", "condition": "allow-with-conditions", "review": "needs-review", "deny": "deny"}
 _VERDICT_FINDING = {"deny": "LA400", "needs-review": "LA401", "allow-with-conditions": "LA402"}
 ACTIONS = tuple(_ACTION_VERDICT)
@@ -165,14 +165,21 @@ def _normalise_url(text: str) -> str:
     return t.rstrip("/")
 
 
+def _head(doc: Any, where: str, schema: str, keys: set[str]) -> str:
+    """Check a rules document's schema tag and fields; its kebab-case id."""
+    _need(isinstance(doc, dict), where, "must be a mapping")
+    _need(doc.get("schema") == schema, where, f"schema must be {schema}")
+    extra = set(doc) - keys
+    _need(not extra, where, f"unknown field(s) {sorted(extra)}")
+    ident = doc.get("id")
+    _need(isinstance(ident, str) and re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", ident or ""), where,
+          "id must be kebab-case")
+    return ident
+
+
 def _license(doc: Any, name: str, regions: Mapping[str, frozenset[str]]) -> License:
     where = f"rules/licenses/{name}"
-    _need(isinstance(doc, dict), where, "must be a mapping")
-    _need(doc.get("schema") == "lora-audit/license/v1", where, "schema must be lora-audit/license/v1")
-    extra = set(doc) - _LICENSE_KEYS
-    _need(not extra, where, f"unknown field(s) {sorted(extra)}")
-    lid = doc.get("id")
-    _need(isinstance(lid, str) and re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", lid or ""), where, "id must be kebab-case")
+    lid = _head(doc, where, "lora-audit/license/v1", _LICENSE_KEYS)
     _need(name == f"{lid}.yaml", where, f"id {lid!r} must equal the file name")
     for key in ("family", "name"):
         _need(isinstance(doc.get(key), str) and doc[key], where, f"{key} must be a non-empty string")
@@ -595,12 +602,7 @@ FACTS = {  # deployer facts a policy may read from context, with their type
 
 
 def _policy(doc: Any, where: str, source: str, digest: str) -> Policy:
-    _need(isinstance(doc, dict), where, "must be a mapping")
-    _need(doc.get("schema") == "lora-audit/policy/v1", where, "schema must be lora-audit/policy/v1")
-    extra = set(doc) - _POLICY_KEYS
-    _need(not extra, where, f"unknown field(s) {sorted(extra)}")
-    pid = doc.get("id")
-    _need(isinstance(pid, str) and re.fullmatch(r"[a-z0-9][a-z0-9.\-]*", pid or ""), where, "id must be kebab-case")
+    pid = _head(doc, where, "lora-audit/policy/v1", _POLICY_KEYS)
     _need(isinstance(doc.get("name"), str) and doc["name"], where, "needs a name")
     context = doc.get("context") or {}
     _need(isinstance(context, dict), where, "context must be a mapping")

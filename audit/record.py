@@ -16,6 +16,8 @@ from typing import Any
 from audit.findings import Finding
 
 SCHEMA_VERSION = "1.2"
+#: policy verdicts, least to most strict (a policy's verdict over several candidate bases is the strictest)
+VERDICTS = ("allow", "allow-with-conditions", "needs-review", "deny")
 
 
 @dataclass

@@ -649,6 +649,44 @@ def main() -> None:
         ]
         for row in rows_out:
             print(" | ".join(row))
+        stages: Counter = Counter()
+        per_file = []
+        for p in adapters:
+            rec = by_path1.get(p)
+            timing = (rec or {}).get("timing") or {}
+            for k, v in timing.items():
+                if isinstance(v, (int, float)):
+                    stages[k] += v
+            if isinstance(timing.get("total"), (int, float)):
+                layers = len(rec.get("layers") or []) + int(rec.get("layers_omitted") or 0)
+                per_file.append((timing["total"], p, layers))
+        if stages:
+            busy = stages.get("total", 0.0)
+            print(f"worker time by stage, first scan (sum of the records' timing over {len(per_file)} files): "
+                  + ", ".join(f"{k} {v:.1f} s" for k, v in stages.most_common() if k != "total")
+                  + f"; total {busy:.1f} s = {busy / (first['seconds'] * args.jobs):.0%} of wall x jobs")
+            by_kind: dict[str, list] = defaultdict(list)
+            for secs, p, layers in per_file:
+                by_kind[expected[p]["adapter"]].append((secs, expected[p]["size"], layers))
+            print("per adapter kind (files: mean s/file, mean MB, mean layers): " + "; ".join(
+                f"{k} {len(v)}: {np.mean([x[0] for x in v]):.3f} s, {np.mean([x[1] for x in v]) / 1e6:.1f} MB, "
+                f"{np.mean([x[2] for x in v]):.0f}" for k, v in sorted(by_kind.items(), key=lambda kv: -len(kv[1]))))
+            secs_arr = np.array([x[0] for x in per_file])
+            mb_arr = np.array([expected[x[1]]["size"] / 1e6 for x in per_file])
+            lay_arr = np.array([x[2] for x in per_file], dtype=float)
+            if len(per_file) > 2:
+                print(f"seconds per file: median {np.median(secs_arr):.3f}, p90 {np.percentile(secs_arr, 90):.3f}, max "
+                      f"{secs_arr.max():.2f}; correlation with size {np.corrcoef(secs_arr, mb_arr)[0, 1]:.2f}, with "
+                      f"layer count {np.corrcoef(secs_arr, lay_arr)[0, 1]:.2f}")
+            slow = sorted(per_file, reverse=True)[:5]
+            print("slowest: " + "; ".join(
+                f"{Path(p).name if expected[p]['fmt'] != 'peft' else Path(p).parent.name} ({expected[p]['family']} "
+                f"{expected[p]['fmt']} {expected[p]['adapter']} r{expected[p]['rank']} {expected[p]['dtype']}, "
+                f"{expected[p]['size'] / 1e6:.1f} MB, {layers} layers) {secs:.2f} s" for secs, p, layers in slow))
+        out_mb = [(work / f"scan{i}.jsonl").stat().st_size / 1e6 if (work / f"scan{i}.jsonl").exists() else 0
+                  for i in (1, 2)]
+        print(f"JSONL output: {out_mb[0]:.1f} MB (first), {out_mb[1]:.1f} MB (second); cache "
+              f"{cache.stat().st_size / 1e6 if cache.exists() else 0:.1f} MB")
         if fam_wrong:
             print(f"family differs ({len(fam_wrong)}):", "; ".join(fam_wrong[:8]) + (" ..." if len(fam_wrong) > 8 else ""))
         errs = Counter(((r.get("error") or {}).get("code") or "?") for r in first["recs"] if r.get("status") != "ok")

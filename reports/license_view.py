@@ -15,10 +15,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from audit.record import AuditRecord, Licensing, PolicyVerdict, Reason
+from audit.record import VERDICTS, AuditRecord, Licensing, PolicyVerdict, Reason
 
 # Strictness order of policy verdicts (shared by the scan table and the JUnit renderer).
-VERDICTS = ("allow", "allow-with-conditions", "needs-review", "deny")
 VERDICT_RANK = {name: i for i, name in enumerate(VERDICTS)}
 VERDICT_STYLE = {"allow": "bold green", "allow-with-conditions": "cyan", "needs-review": "bold yellow",
                  "deny": "bold red"}
