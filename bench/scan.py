@@ -2,6 +2,7 @@
 ratios measured in one run.
 
     python3 bench/scan.py [--count 2000] [--min-mb 1] [--max-mb 20] [--dir DIR] [--jobs 2] [--keep] [--seed 0]
+                          [--gen-jobs N] [--generate-only] [--lora-audit CMD]
 
 1. Writes ``count`` synthetic adapters with audit.corpus, mixed the way a downloaded collection is: SD1.5, SD2.1,
    SDXL, SD3 and FLUX.1; kohya, OneTrainer, ComfyUI-native, SimpleTuner-LyCORIS, diffusers-PEFT, PEFT folders
@@ -21,6 +22,9 @@ ratios measured in one run.
    and checks that each adapter got exactly one JSONL record (ok or error), that the records' SHA-256 equal
    ``sha256sum``'s, that the cached run gives the same records, and how often the fingerprint's family is the
    family the file was generated for. Peak memory per worker and of the parent come from ``--summary-json``.
+   After the table: the workers' time by stage (summed from the records' ``timing``), mean time per adapter
+   kind, the slowest files, and the files whose fingerprint names another family (mostly files cut down to a
+   few leading modules, which shapes cannot place).
 
 Exits 1 when the scan fails to give one record per adapter (or does not run); missed targets only print MISS.
 """

@@ -36,6 +36,19 @@ BASIS_MEANING = {
 }
 
 
+def _fact(value: Any) -> str:
+    """A deployer fact as the user would write it: unknown when not given."""
+    if value is None:
+        return "unknown"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer():
+        return f"{int(value):,}"
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value)) or "none"
+    return str(value)
+
+
 def verdict_rank(verdict: str) -> int:
     """Strictness of a verdict; an unknown verdict string counts as needs-review (fail safe)."""
     return VERDICT_RANK.get(verdict, VERDICT_RANK["needs-review"])
@@ -194,7 +207,8 @@ def _policy(p: PolicyVerdict, several_lineages: bool) -> list:
     out.append(line)
     if p.context:
         ctx = Text("  evaluated with: ", style="dim")
-        ctx.append_text(text(", ".join(f"{k}={v}" for k, v in list(p.context.items())[:30]), "dim", limit=300))
+        shown = [f"{k}={_fact(v)}" for k, v in list(p.context.items())[:30]]
+        ctx.append_text(text(", ".join(shown), "dim", limit=300))
         out.append(ctx)
     for title, items in (("reasons", p.reasons), ("conditions the deployer must meet", p.conditions),
                          ("notes", p.notes)):

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from audit.adapters import _MODULES, boft, detect, full, glora, ia3, norm, oft, textual_inversion
 from audit.adapters.base import LayerAnalysis, LayerGroup, ScaleContext
-from audit.spectra import Backend, BlockDiag, Dense, LowRank, singular_values
+from audit.spectra import Backend, BlockDiag, Dense, LowRank, RotationMinusI, singular_values
 from conftest import real_fixtures_dir
 
 KOHYA = ScaleContext()
@@ -82,6 +82,8 @@ def dense_of(op) -> np.ndarray:
         return op.U @ op.V
     if isinstance(op, BlockDiag):
         return scipy.linalg.block_diag(*op.blocks)
+    if isinstance(op, RotationMinusI):
+        return op.R - np.eye(op.R.shape[0])
     raise TypeError(type(op))
 
 
@@ -501,7 +503,7 @@ def boft_apply_reshape(blocks, W):
     return x
 
 
-@pytest.mark.parametrize("m,n,b", [(3, 4, 4), (4, 8, 2), (1, 3, 4), (2, 2, 6)])
+@pytest.mark.parametrize("m,n,b", [(3, 4, 4), (4, 8, 2), (1, 3, 4), (2, 2, 6), (2, 8, 4), (3, 16, 2)])
 def test_boft_matches_loop_reference(m, n, b):
     rng = np.random.default_rng(50 + m * n * b)
     blocks = 0.3 * rng.standard_normal((m, n, b, b))
@@ -518,6 +520,19 @@ def test_boft_matches_loop_reference(m, n, b):
     np.testing.assert_allclose((dense_of(a.operator) + np.eye(size)) @ W, Wp, rtol=0, atol=1e-12)
     assert np.linalg.norm(Wp - W, 2) <= sv[0] * np.linalg.norm(W, 2) * (1 + 1e-12) + 1e-14
     assert sv[0] <= a.extra["sigma_max_bound"] + 1e-12
+    chunk = min(size, 2 ** (m - 1) * b)  # fewer stages than a full butterfly: block-diagonal, exactly
+    assert isinstance(a.operator, BlockDiag if chunk < size else RotationMinusI)
+    off = total - scipy.linalg.block_diag(*[total[i:i + chunk, i:i + chunk] for i in range(0, size, chunk)])
+    assert np.abs(off).max() == 0.0
+
+
+def test_boft_partial_butterfly_with_rescale():
+    rng = np.random.default_rng(53)
+    blocks = 0.3 * rng.standard_normal((2, 8, 4, 4))  # 32 rows, 2 stages: chunks of 8
+    s = 1 + 0.1 * rng.standard_normal(32)
+    a = run(boft.ADAPTER, {"oft_blocks": blocks, "rescale": s.reshape(32, 1, 1, 1)})
+    assert isinstance(a.operator, BlockDiag) and a.operator.blocks.shape == (4, 8, 8)
+    assert_spectrum(sv_of(a.operator), dense_sv(np.diag(s) @ boft_reference(blocks) - np.eye(32)))
 
 
 def test_boft_constraint_and_rescale():

@@ -14,7 +14,8 @@ diag-OFT), and the inverse permutation restores the order:
     S_i = P_iᵀ · blockdiag(R_{i,0}, …, R_{i,n−1}) · P_i,     W' = diag(s) · S_{m−1} ⋯ S_1 S_0 · W.
 
 ``R_total = S_{m−1} ⋯ S_0`` is orthogonal but not block-diagonal, so the operator is
-``Dense(diag(s)·R_total − I)``, an ``out × out`` matrix built by pushing the identity through the stages
+``Dense(diag(s)·R_total − I)`` (``RotationMinusI(R_total)`` without a rescale: R_total − I is then normal and
+its spectrum comes from a symmetric eigenproblem), an ``out × out`` matrix built by pushing the identity through the stages
 (cost ``m·out²·b`` flops and ``8·out²`` bytes). It is the *relative* operator (``delta_basis`` "relative":
 ``ΔW = operator · W``). Above ``DENSE_LIMIT`` output rows it is not built; ``extra["sigma_max_bound"]`` then
 bounds it through ``‖R_total − I‖₂ ≤ min(2, Σ_i ‖S_i − I‖₂)``.
@@ -33,7 +34,7 @@ from audit.adapters.oft import (
     rotations,
     start_analysis,
 )
-from audit.spectra import Dense
+from audit.spectra import BlockDiag, Dense, RotationMinusI
 
 KIND = "boft"
 DENSE_LIMIT = 4096  # out_features above which the dense out×out operator is not built (8·out² bytes)
@@ -46,6 +47,12 @@ def butterfly_index(out_features: int, half_span: int) -> np.ndarray:
 
 def stage_spans(m: int, b: int) -> list[int]:
     return [(2**i) * (b // 2) for i in range(m)]
+
+
+def butterfly_chunk(m: int, b: int, size: int) -> int:
+    """Rows that ``m`` stages of block size ``b`` can mix: stage ``i`` pairs rows ``2^i·b/2`` apart inside
+    chunks of ``2^i·b``, so ``R_total`` is block-diagonal with blocks of ``2^(m−1)·b`` rows (or dense)."""
+    return min(size, (2 ** (m - 1)) * b)
 
 
 def butterfly_total(r: np.ndarray) -> np.ndarray:
@@ -120,6 +127,18 @@ class BOFTAdapter:
         total = butterfly_total(r)
         if rescale is not None:
             total = rescale[:, None] * total
+        chunk = butterfly_chunk(m, b, size)
+        if chunk < size:  # m stages mix rows only within chunks: diag(s)·R_total is block-diagonal
+            blocks = np.stack([total[i:i + chunk, i:i + chunk] for i in range(0, size, chunk)])
+            blocks[:, np.arange(chunk), np.arange(chunk)] -= 1.0
+            if overflowed(blocks, "rescale overflows float64: no spectrum", out, where):
+                return out
+            out.extra["operator_cost"] = f"{size // chunk} blocks of {chunk}x{chunk} (relative operator R_total − I)"
+            out.operator = BlockDiag(blocks)
+            return out
+        if rescale is None or bool(np.all(rescale == 1.0)):
+            out.operator = RotationMinusI(total)  # R_total is orthogonal: a symmetric eigenproblem suffices
+            return out
         total[np.diag_indices(size)] -= 1.0
         if overflowed(total, "rescale overflows float64: no spectrum", out, where):
             return out
