@@ -108,7 +108,13 @@ class _ChunkResult:
 
 
 def _decoded_bytes(sf: SafetensorsFile, group: LayerGroup) -> int:
-    return sum(sf.tensors[n].numel * 8 for n in group.parts.values() if n in sf.tensors)
+    """Bytes a layer holds while its chunk is processed: its factors decoded to float64, or the operator an
+    adapter builds from them when that is larger (``working_bytes``, e.g. BOFT's dense out×out rotation)."""
+    factors = sum(sf.tensors[n].numel * 8 for n in group.parts.values() if n in sf.tensors)
+    shapes = {role: sf.tensors[n].shape for role, n in group.parts.items() if n in sf.tensors}
+    adapter = adapter_registry.detect(group, shapes)
+    working = getattr(adapter, "working_bytes", None)
+    return max(factors, working(shapes)) if working else factors
 
 
 def _chunks(sf: SafetensorsFile, groups: list[LayerGroup]):

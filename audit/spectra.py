@@ -278,6 +278,22 @@ def _finite(op: Operator) -> bool:
         return all(np.isfinite(a.sum()) for a in arrays)
 
 
+STACK_BYTES = 64 * 2**20  # largest stack of dense operators handed to one batched SVD / eigenvalue call
+
+
+def _batches(members: list, limit: int):
+    batch, size = [], 0
+    for m in members:
+        b = int(np.prod(m[1].shape)) * 8
+        if batch and size + b > limit:
+            yield batch
+            batch, size = [], 0
+        batch.append(m)
+        size += b
+    if batch:
+        yield batch
+
+
 def _solve_group(kind: str, members: list, values: dict, backend: Backend) -> None:
     """Singular values of one batch of same-shaped operators, written into ``values``.
 
@@ -314,20 +330,23 @@ def _solve_group(kind: str, members: list, values: dict, backend: Backend) -> No
         members = [m for m in members if _finite(m[1])]
         if not members:
             return
-    if kind == "dense":
-        M = backend.put(np.stack([op.M for _, op in members]))
-        sv = backend.get(xp.linalg.svdvals(M))
-        for j, (i, _) in enumerate(members):
-            values[i] = sv[j]
-    elif kind == "rot":
-        gram = []
-        for _, op in members:  # MᵀM = 2I − R − Rᵀ, formed on the host in float64
-            g = -(op.R + op.R.T)
-            g[np.diag_indices_from(g)] += 2.0
-            gram.append(g)
-        ev = backend.get(xp.linalg.eigvalsh(backend.put(np.stack(gram))))  # ascending
-        for j, (i, _) in enumerate(members):
-            values[i] = np.sqrt(np.clip(ev[j][::-1], 0.0, None))
+    if kind in ("dense", "rot"):
+        # dense operators are stacked in batches of at most STACK_BYTES: a stack of large out×out matrices
+        # (BOFT) would otherwise cost far more memory than the chunk of factors they were built from
+        for batch in _batches(members, STACK_BYTES):
+            if kind == "dense":
+                sv = backend.get(xp.linalg.svdvals(backend.put(np.stack([op.M for _, op in batch]))))
+            else:
+                gram = []
+                for _, op in batch:  # MᵀM = 2I − R − Rᵀ, formed on the host in float64
+                    g = -(op.R + op.R.T)
+                    g[np.diag_indices_from(g)] += 2.0
+                    gram.append(g)
+                ev = backend.get(xp.linalg.eigvalsh(backend.put(np.stack(gram))))  # ascending
+                del gram
+                sv = np.sqrt(np.clip(ev[:, ::-1], 0.0, None))
+            for j, (i, _) in enumerate(batch):
+                values[i] = sv[j]
     else:  # block diagonal: all blocks of all members in one call
         counts = [op.blocks.shape[0] for _, op in members]
         B = backend.put(np.concatenate([op.blocks for _, op in members]))

@@ -79,6 +79,15 @@ class BOFTAdapter:
         shape = shapes.get("oft_blocks")
         return shape is not None and len(shape) == 4
 
+    @staticmethod
+    def working_bytes(shapes) -> int:
+        """The dense out×out R_total (float64) and its Gram copy, for the pipeline's chunk budget."""
+        shape = shapes.get("oft_blocks")
+        if shape is None or len(shape) != 4:
+            return 0
+        size = min(int(shape[1]) * int(shape[2]), DENSE_LIMIT)
+        return 2 * size * size * 8
+
     def analyse(self, group: LayerGroup, src: TensorSource, ctx: ScaleContext) -> LayerAnalysis:
         where = group.key
         out, name = start_analysis(KIND, "BOFT", "R_total", group, src)
