@@ -118,16 +118,7 @@ def _decoded_bytes(sf: SafetensorsFile, group: LayerGroup) -> int:
 
 
 def _chunks(sf: SafetensorsFile, groups: list[LayerGroup]):
-    chunk, size = [], 0
-    for g in groups:
-        b = _decoded_bytes(sf, g)
-        if chunk and size + b > CHUNK_BYTES:
-            yield chunk
-            chunk, size = [], 0
-        chunk.append(g)
-        size += b
-    if chunk:
-        yield chunk
+    return spectra.batches(groups, lambda g: _decoded_bytes(sf, g), CHUNK_BYTES)
 
 
 def _file_info(path: str, sf: SafetensorsFile | None = None) -> FileInfo:

@@ -281,10 +281,12 @@ def _finite(op: Operator) -> bool:
 STACK_BYTES = 64 * 2**20  # largest stack of dense operators handed to one batched SVD / eigenvalue call
 
 
-def _batches(members: list, limit: int):
+def batches(items, size_of, limit: int):
+    """Consecutive runs of ``items`` whose ``size_of`` sum stays within ``limit`` (an item larger than the
+    limit makes a run of its own)."""
     batch, size = [], 0
-    for m in members:
-        b = int(np.prod(m[1].shape)) * 8
+    for m in items:
+        b = size_of(m)
         if batch and size + b > limit:
             yield batch
             batch, size = [], 0
@@ -333,7 +335,7 @@ def _solve_group(kind: str, members: list, values: dict, backend: Backend) -> No
     if kind in ("dense", "rot"):
         # dense operators are stacked in batches of at most STACK_BYTES: a stack of large out×out matrices
         # (BOFT) would otherwise cost far more memory than the chunk of factors they were built from
-        for batch in _batches(members, STACK_BYTES):
+        for batch in batches(members, lambda m: int(np.prod(m[1].shape)) * 8, STACK_BYTES):
             if kind == "dense":
                 sv = backend.get(xp.linalg.svdvals(backend.put(np.stack([op.M for _, op in batch]))))
             else:
