@@ -938,12 +938,18 @@ def _author_links(declared: list[LicenseClaim], know: Knowledge) -> list[ChainLi
     return out
 
 
-def _evaluate(policy: Policy, lineage: Lineage, author: list[ChainLink], lora: dict[str, Any],
-              facts: Mapping[str, Any], know: Knowledge) -> tuple[str, list[Reason]]:
+def _context(policy: Policy, facts: Mapping[str, Any]) -> dict[str, Any]:
+    """The deployer facts a policy is evaluated with: every known fact (null: unknown), the policy's
+    defaults, then the user's facts; the license-family lists default to empty."""
     context = {**{k: None for k in FACTS}, **policy.context, **facts}
     for key in ("commercial_licenses_held", "registered_with"):
         if context.get(key) is None:
             context[key] = []
+    return context
+
+
+def _evaluate(policy: Policy, lineage: Lineage, author: list[ChainLink], lora: dict[str, Any],
+              context: Mapping[str, Any], know: Knowledge) -> tuple[str, list[Reason]]:
     links = list(lineage.chain) + author
     reasons: list[Reason] = []
     lin_env = {"id": lineage.id, "family": lineage.family, "name": lineage.name}
@@ -1027,10 +1033,11 @@ def apply(record: AuditRecord, settings: Settings) -> None:
     lora = _lora_env(record, declared, lineages)
     record.policies = []
     for policy in settings.policies:
+        context = _context(policy, settings.facts)
         by_lineage: dict[str, str] = {}
         all_reasons: list[Reason] = []
         for lin in lineages:
-            verdict, reasons = _evaluate(policy, lin, author, lora, settings.facts, know)
+            verdict, reasons = _evaluate(policy, lin, author, lora, context, know)
             by_lineage[lin.id] = verdict
             all_reasons += reasons
         verdict = max(by_lineage.values(), key=VERDICTS.index)
@@ -1043,7 +1050,6 @@ def apply(record: AuditRecord, settings: Settings) -> None:
                          f"({verdict}, from {', '.join(strict)}). If you know the base, assert it with "
                          "--assume-base."),
             ))
-        context = {**{k: None for k in FACTS}, **policy.context, **settings.facts}
         pv = PolicyVerdict(
             policy=policy.id, name=policy.name, verdict=verdict,
             reasons=[r for r in merged if r.action in ("deny", "review")],

@@ -35,9 +35,6 @@ _BRACKET = re.compile(r"([\[\]])")
 
 
 def _s(value: Any, limit: int | None = TEXT_LIMIT) -> str:
-    # fast path: str.isprintable() is False for every character clean() escapes (categories Cc, Cf, Cs, Zl, Zp)
-    if isinstance(value, str) and value.isprintable() and (limit is None or len(value) <= limit):
-        return value
     return clean(value, limit)
 
 
