@@ -84,6 +84,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from audit import __version__
+from audit.sidecars import ADAPTER_CONFIG, DIFFUSERS_WEIGHTS, PEFT_WEIGHTS, README, SIDECARS
 
 __all__ = [
     "DEFAULT_TARGET",
@@ -108,11 +109,8 @@ __all__ = [
 #: File name endings (any case) that make a row: safetensors and the legacy pickle/zip checkpoint formats.
 EXTENSIONS = (".safetensors", ".sft", ".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle")
 #: Names of files that are read beside an adapter, never rows themselves.
-SIDECAR_NAMES = frozenset({"README.md"})
-SIDECAR_SUFFIXES = (".civitai.info", ".json")  # .json covers <stem>.json, <stem>.metadata.json, adapter_config.json
-PEFT_WEIGHTS = "adapter_model.safetensors"
-DIFFUSERS_WEIGHTS = "pytorch_lora_weights.safetensors"
-ADAPTER_CONFIG = "adapter_config.json"
+SIDECAR_NAMES = frozenset({README})
+SIDECAR_SUFFIXES = tuple(suffix for suffix, _ in SIDECARS) + (".json",)  # .json also covers adapter_config.json
 SNIFF_BYTES = 72  # 8-byte length prefix and 64 bytes of header (whitespace before the '{' is allowed)
 SNIFF_MAX_HEADER = 100 * 2**20
 
@@ -387,9 +385,9 @@ class _Signer:
         stem = os.path.splitext(base)[0]
         readme = self._readme.get(folder)
         if readme is None:
-            readme = self._readme[folder] = _lstat_sig(os.path.join(folder, "README.md"))
+            readme = self._readme[folder] = _lstat_sig(os.path.join(folder, README))
         parts = [readme]
-        for suffix in (".civitai.info", ".json", ".metadata.json"):
+        for suffix, _ in SIDECARS:
             parts.append(_lstat_sig(os.path.join(folder, stem + suffix)))
         if base == PEFT_WEIGHTS:
             parts.append(_lstat_sig(os.path.join(folder, ADAPTER_CONFIG)))

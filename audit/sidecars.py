@@ -60,6 +60,8 @@ PEFT_WEIGHTS = "adapter_model.safetensors"
 DIFFUSERS_WEIGHTS = "pytorch_lora_weights.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
 README = "README.md"
+#: the per-adapter sidecars read beside ``<stem>.safetensors``, and the slot each fills (see :func:`find`)
+SIDECARS = ((".civitai.info", "civitai"), (".json", "webui"), (".metadata.json", "manager"))
 
 #: Byte caps. A JSON sidecar must fit whole; a model card may be longer, but its front matter must close within
 #: the first README_CAP bytes (the prose after it is never read).
@@ -326,7 +328,7 @@ def find(adapter_path) -> Sidecars:
     except _Unreadable as exc:
         sc.findings.append(_findings.make("LA311", f"{README} {exc}", README))
 
-    for suffix, slot in ((".civitai.info", "civitai"), (".json", "webui"), (".metadata.json", "manager")):
+    for suffix, slot in SIDECARS:
         name = stem + suffix
         if name in (base, ADAPTER_CONFIG):
             continue  # the adapter itself, or a PEFT config, is no card
