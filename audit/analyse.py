@@ -151,7 +151,8 @@ def inspect_file(path: str | os.PathLike, options: Options | None = None) -> Aud
     try:
         source = sidecars.resolve_input(path)
         record.file = _file_info(source.adapter_path)
-        sf = open_safetensors(source.adapter_path, options.limits)
+        # with hashes on, the zip search of the polyglot probe rides on the hash pass (one read, not two)
+        sf = open_safetensors(source.adapter_path, options.limits, zip_scan=not options.hashes)
     except AuditError as e:
         record.status = "error"
         record.error = make(e.code, e.message, e.where)
@@ -182,6 +183,8 @@ def _analyse(sf: SafetensorsFile, record: AuditRecord, options: Options, timing:
         _layers(sf, record, options, timing)
         if pending is not None:
             record.hashes, timing["hashes"] = pending.result()
+            if sf.zip_scan is not None and (found := sf.zip_scan.finding()) is not None:
+                record.findings.append(found)
         if rules is not None:
             rules.result()  # a broken rules file raises here, as it would below
     finally:

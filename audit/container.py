@@ -846,6 +846,7 @@ class SafetensorsFile:
         self.metadata: dict[str, str] | None = metadata
         self.tensors: dict[str, TensorInfo] = tensors
         self.findings: list[Finding] = findings
+        self.zip_scan: ZipHeaderScan | None = None  # see open_safetensors(zip_scan=False)
 
     # -- lifecycle
     def close(self) -> None:
@@ -975,11 +976,15 @@ def _file_kind(mode: int) -> str:
     return "not a regular file"
 
 
-def open_safetensors(path, limits: Limits = Limits(), *, probes: bool = True) -> SafetensorsFile:
+def open_safetensors(path, limits: Limits = Limits(), *, probes: bool = True,
+                     zip_scan: bool = True) -> SafetensorsFile:
     """Open and fully validate a safetensors file; raise a coded :class:`AuditError` on any failure.
 
-    ``probes`` runs the two polyglot probes (zip structures in the data, pickle program from byte 0); they
-    read the whole data region once. The caller owns the result and must close it (or use ``with``).
+    ``probes`` runs the two polyglot probes (zip structures in the data, pickle program from byte 0); the
+    search for a zip local file header reads the whole data region once. With ``zip_scan=False`` that search
+    is left to a pass that reads the file anyway: ``sf.zip_scan`` is then a :class:`ZipHeaderScan` to feed
+    every chunk of the file (None when nothing is left to search). The caller owns the result and must close
+    it (or use ``with``).
     """
     p = os.fsdecode(os.fspath(path))
     try:
@@ -1003,7 +1008,7 @@ def open_safetensors(path, limits: Limits = Limits(), *, probes: bool = True) ->
             raise AuditError("LA100", f"path is {_file_kind(st.st_mode)}")
         if (st.st_dev, st.st_ino) != (st0.st_dev, st0.st_ino):
             raise AuditError("LA122", "file was replaced between lstat and open")
-        result = _validate(fd, p, _ident(st), limits, probes)
+        result = _validate(fd, p, _ident(st), limits, probes, zip_scan)
         return result
     except BaseException:
         os.close(fd)
@@ -1036,7 +1041,7 @@ def _not_safetensors(fd: int, size: int, path: str, head: bytes, code: str, mess
     return AuditError("LA120", f"content is {desc}, not safetensors")
 
 
-def _validate(fd: int, path: str, ident, limits: Limits, probes: bool) -> SafetensorsFile:
+def _validate(fd: int, path: str, ident, limits: Limits, probes: bool, zip_scan: bool) -> SafetensorsFile:
     size = ident[2]
     if size > limits.max_file_bytes:
         raise AuditError("LA123", f"file is {size} bytes; the cap is {limits.max_file_bytes} (Limits.max_file_bytes)")
@@ -1106,12 +1111,13 @@ def _validate(fd: int, path: str, ident, limits: Limits, probes: bool) -> Safete
     _name_findings(tensors, data_start, sink)
     if metadata:
         _metadata_findings(metadata, limits, sink)
-    if probes:
-        _polyglot_findings(fd, size, data_start, ordered, sink)
+    pending = _polyglot_findings(fd, size, data_start, ordered, sink, zip_scan) if probes else None
     _check_same(fd, ident)
-    return SafetensorsFile(
+    sf = SafetensorsFile(
         fd=fd, path=path, ident=ident, header_len=n, metadata=metadata, tensors=tensors, findings=sink.result()
     )
+    sf.zip_scan = pending
+    return sf
 
 
 def _parse_header(raw: bytearray, limits: Limits, sink: _Sink, data_start: int):
@@ -1398,38 +1404,88 @@ def _tensor_at(ordered: list[TensorInfo], offset: int) -> str | None:
     return None
 
 
-def _polyglot_findings(fd: int, size: int, data_start: int, ordered, sink: _Sink) -> None:
+_ZIP_LOCAL_HEADER = re.compile(re.escape(b"PK\x03\x04"))
+
+
+class ZipHeaderScan:
+    """Polyglot probe (i), second half: a zip local file header anywhere in the data region.
+
+    It is fed the file in consecutive chunks (``feed(view, pos)``; bytes before the data region are skipped),
+    so a pass that reads the whole file anyway, the hash pass, runs it without a read of its own. Each
+    candidate signature, including one that straddles two chunks, is checked by parsing the header it starts;
+    the first that parses is kept. ``finding()`` gives the LA161 finding, or None.
+    """
+
+    def __init__(self, fd: int, size: int, data_start: int, ordered) -> None:
+        self._fd, self._size, self._start, self._ordered = fd, size, data_start, ordered
+        self.zip_at: int | None = None
+        self.names: list[str] = []
+        self._carry = b""  # the last 3 bytes fed: a signature may straddle two chunks
+        self._carry_pos = 0
+
+    def _check(self, offset: int) -> bool:
+        name = _local_header_at(self._fd, offset, self._size)
+        if name is not None:
+            self.zip_at, self.names = offset, [name]
+        return name is not None
+
+    def feed(self, view, pos: int) -> None:
+        if self.zip_at is not None:
+            return
+        lo = max(self._start - pos, 0)
+        if lo >= len(view):
+            return
+        carry = self._carry if self._carry_pos + len(self._carry) == pos + lo else b""
+        if carry:  # signatures that start in the carried bytes and end in this chunk
+            joint = carry + bytes(view[lo:lo + 3])
+            i = joint.find(b"PK\x03\x04")
+            while 0 <= i < len(carry):
+                if self._check(self._carry_pos + i):
+                    return
+                i = joint.find(b"PK\x03\x04", i + 1)
+        for m in _ZIP_LOCAL_HEADER.finditer(view, lo):
+            if self._check(pos + m.start()):
+                return
+        self._carry = (carry + bytes(view[max(lo, len(view) - 3):]))[-3:]
+        self._carry_pos = pos + len(view) - len(self._carry)
+
+    def finding(self, how: str = "local file header") -> Finding | None:
+        if self.zip_at is None:
+            return None
+        holder = _tensor_at(self._ordered, self.zip_at)
+        inside = f" inside tensor {_show(holder)}" if holder is not None else ""
+        members = f"; members: {', '.join(_show(n, 60) for n in self.names[:5])}" if self.names else ""
+        where = _where(holder) if holder is not None else None
+        return _findings.make("LA161", f"a zip {how} at byte {self.zip_at}{inside}{members}", where)
+
+
+def _polyglot_findings(fd: int, size: int, data_start: int, ordered, sink: _Sink,
+                       zip_scan: bool) -> ZipHeaderScan | None:
+    """Both polyglot probes. Without ``zip_scan`` the search for a local file header in the data region is
+    left to the caller, who gets the scanner to feed (None when an end-of-central-directory record already
+    answered the question)."""
     # (i) zip: an End-Of-Central-Directory record near the end, or a local file header inside the data
-    zip_at = None
-    names: list[str] = []
+    scanner = ZipHeaderScan(fd, size, data_start, ordered)
+    pending = None
     found = _find_eocd(fd, data_start, size)
     if found is not None:
-        zip_at, names = found
-        how = "end-of-central-directory record"
+        scanner.zip_at, scanner.names = found
+        sink.items.append(scanner.finding("end-of-central-directory record"))
+    elif not zip_scan:
+        pending = scanner
     else:
-        how = "local file header"
         buf = bytearray(min(_READ_CHUNK, max(size - data_start, 0)))
         view = memoryview(buf)
         pos = data_start
-        while pos < size and zip_at is None:
+        while pos < size and scanner.zip_at is None:
             want = min(len(buf), size - pos)
             got = _preadv_into(fd, view[:want], pos)
-            i = buf.find(b"PK\x03\x04", 0, got)
-            while i >= 0:
-                name = _local_header_at(fd, pos + i, size)
-                if name is not None:
-                    zip_at, names = pos + i, [name]
-                    break
-                i = buf.find(b"PK\x03\x04", i + 1, got)
+            scanner.feed(view[:got], pos)
             if got < want:
                 break
-            pos += want - 3 if pos + want < size else want
-    if zip_at is not None:
-        holder = _tensor_at(ordered, zip_at)
-        inside = f" inside tensor {_show(holder)}" if holder is not None else ""
-        members = f"; members: {', '.join(_show(n, 60) for n in names[:5])}" if names else ""
-        where = _where(holder) if holder is not None else None
-        sink.add("LA161", f"a zip {how} at byte {zip_at}{inside}{members}", where)
+            pos += got
+        if scanner.zip_at is not None:
+            sink.items.append(scanner.finding())
     # (ii) pickle: the file read as a pickle program from byte 0
     hit = _pickle_probe(fd, size)
     if hit is not None:
@@ -1439,3 +1495,4 @@ def _polyglot_findings(fd: int, size: int, data_start: int, ordered, sink: _Sink
             f"read as a pickle, the file reaches {opname} {_show(target, 80)} at byte {pos} "
             "(nothing was unpickled)",
         )
+    return pending

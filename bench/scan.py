@@ -2,7 +2,7 @@
 ratios measured in one run.
 
     python3 bench/scan.py [--count 2000] [--min-mb 1] [--max-mb 20] [--dir DIR] [--jobs 2] [--keep] [--seed 0]
-                          [--gen-jobs N] [--generate-only] [--lora-audit CMD]
+                          [--gen-jobs N] [--generate-only] [--reuse MANIFEST] [--lora-audit CMD]
 
 1. Writes ``count`` synthetic adapters with audit.corpus, mixed the way a downloaded collection is: SD1.5, SD2.1,
    SDXL, SD3 and FLUX.1; kohya, OneTrainer, ComfyUI-native, SimpleTuner-LyCORIS, diffusers-PEFT, PEFT folders
@@ -506,6 +506,8 @@ def main() -> None:
     ap.add_argument("--keep", action="store_true", help="keep the files, the records and the cache")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--generate-only", action="store_true", help="write the files and stop (implies --keep)")
+    ap.add_argument("--reuse", metavar="MANIFEST", help="time the files a previous run wrote (its manifest.json, "
+                                                        "printed by --generate-only) instead of writing new ones")
     ap.add_argument("--lora-audit", help="command line that runs lora-audit (default: this checkout's cli.py "
                                          "with the current Python)")
     args = ap.parse_args()
@@ -513,24 +515,34 @@ def main() -> None:
         raise SystemExit("need 0 < --min-mb <= --max-mb and --count >= 1")
     keep = args.keep or args.generate_only
 
-    made_root = args.dir is None
-    root = Path(args.dir or tempfile.mkdtemp(prefix="lora-audit-scan-bench-")).resolve()
-    root.mkdir(parents=True, exist_ok=True)
-    if any(root.iterdir()):
-        raise SystemExit(f"{root} is not empty")
+    reused = json.loads(Path(args.reuse).read_text()) if args.reuse else None
+    if reused is not None:
+        keep = True  # never delete files this run did not write
+        root = Path(os.path.commonpath([r["path"] for r in reused])).resolve()
+        if root.is_file() or root.name.startswith("lora_"):
+            root = root.parent
+        if args.dir and Path(args.dir).resolve() != root:
+            raise SystemExit(f"--dir {args.dir} does not hold the files of {args.reuse} ({root})")
+    made_root = args.dir is None and reused is None
+    if reused is None:
+        root = Path(args.dir or tempfile.mkdtemp(prefix="lora-audit-scan-bench-")).resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        if any(root.iterdir()):
+            raise SystemExit(f"{root} is not empty")
     work = Path(tempfile.mkdtemp(prefix="lora-audit-scan-work-")).resolve()  # records, summaries, cache
     lora_audit = shlex.split(args.lora_audit) if args.lora_audit else [sys.executable, "-c", "import cli; cli.main()"]
     failed = False
     try:
         t = time.perf_counter()
-        rows = generate(root, args.count, args.min_mb, args.max_mb, args.seed, max(1, args.gen_jobs))
+        rows = reused or generate(root, args.count, args.min_mb, args.max_mb, args.seed, max(1, args.gen_jobs))
         t_gen = time.perf_counter() - t
         (work / "manifest.json").write_text(json.dumps(rows, indent=1))
         total = sum(r["size"] for r in rows)
         sizes = np.array([r["size"] for r in rows]) / 1e6
-        print(f"generated {len(rows)} adapters in {root}: {total / 1e9:.2f} GB, {t_gen:.1f} s "
-              f"({total / 1e6 / t_gen:.0f} MB/s, {args.gen_jobs} process(es)); sizes min {sizes.min():.2f} / "
-              f"median {np.median(sizes):.2f} / max {sizes.max():.2f} MB")
+        made = (f"reused {args.reuse}" if reused else
+                f"{t_gen:.1f} s ({total / 1e6 / t_gen:.0f} MB/s, {args.gen_jobs} process(es))")
+        print(f"generated {len(rows)} adapters in {root}: {total / 1e9:.2f} GB, {made}; sizes min "
+              f"{sizes.min():.2f} / median {np.median(sizes):.2f} / max {sizes.max():.2f} MB")
         print("families:", dict(Counter(r["family"] for r in rows)))
         print("formats:", dict(Counter(r["fmt"] for r in rows)))
         print("adapters:", dict(Counter(r["adapter"] for r in rows)))

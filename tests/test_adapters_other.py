@@ -352,6 +352,7 @@ def test_oft_relative_operator_matches_reference(n, b):
     R = oft_reference(blocks)
     rel = scipy.linalg.block_diag(*[Rk.T for Rk in R]) - np.eye(n * b)
     sv = sv_of(a.operator)
+    assert a.operator.values is not None  # the closed form 2μ/√(1+μ²), checked here against a dense SVD
     assert_spectrum(sv, dense_sv(rel))
     # the operator applied to a base weight reproduces W' and bounds ΔW
     W = rng.standard_normal((n * b, 5))
@@ -423,6 +424,7 @@ def test_oft_rescale():
     Wp = oft_apply_ref(R, W, s)
     np.testing.assert_allclose((dense_of(a.operator) + np.eye(6)) @ W, Wp, rtol=0, atol=1e-12)
     rel = np.diag(s) @ scipy.linalg.block_diag(*[Rk.T for Rk in R]) - np.eye(6)
+    assert a.operator.values is None  # a rescale breaks normality: the blocks go through an SVD
     assert_spectrum(sv_of(a.operator), dense_sv(rel))
     assert a.extra["rescale_min"] == pytest.approx(s.min()) and a.extra["rescale_max"] == pytest.approx(s.max())
 
@@ -715,3 +717,17 @@ def test_fuzzed_shapes_never_raise(data):
     if a.operator is not None:
         (sv,) = singular_values([a.operator])
         assert np.all(np.isfinite(sv))
+
+
+@pytest.mark.parametrize("m,n,b", [(1, 4, 4), (2, 4, 4), (3, 4, 4), (4, 8, 2), (2, 8, 4), (1, 2, 3), (2, 4, 3),
+                                   (2, 8, 3)])
+def test_boft_butterfly_blocks_assemble_the_dense_product(m, n, b):
+    """The chunk-by-chunk product equals the dense Π P_iᵀ blockdiag(R_i) P_i, odd block sizes included."""
+    size = n * b
+    assert not any(size % (2 * k) for k in boft.stage_spans(m, b))  # a valid butterfly
+    rng = np.random.default_rng(m * 100 + n * 10 + b)
+    blocks = 0.4 * rng.standard_normal((m, n, b, b))
+    r = np.stack([[cayley_ref(blocks[i, d]) for d in range(n)] for i in range(m)])
+    got = boft.butterfly_blocks(r)
+    assert got.shape[-1] == (boft.butterfly_chunk(m, b, size) if b % 2 == 0 else size)
+    np.testing.assert_allclose(scipy.linalg.block_diag(*got), boft_reference(blocks), rtol=0, atol=1e-13)

@@ -713,3 +713,43 @@ def test_findings_are_capped_per_code_and_where_is_the_raw_name(write):
         la156 = [x for x in f.findings if x.code == "LA156"]
         assert len(la156) == 21 and "30 more" in la156[-1].message
         assert la156[0].where == "/abs/0"
+
+
+def test_g03_zip_search_fed_by_the_hash_pass_finds_the_same_header(write):
+    """open_safetensors(zip_scan=False) leaves the local-header search to the hash pass; fed in chunks of any
+    size, including chunks that split the signature, it reports exactly what the standalone probe reports."""
+    from audit import hashes
+
+    zb = _torch_style_zip()
+    big = np.zeros(20_000, dtype=np.float32).tobytes()
+    hdr = {"w": T("F32", [3], 0, 12), "z": T("U8", [len(zb)], 12, 12 + len(zb)),
+           "v": T("F32", [20_000], 12 + len(zb), 12 + len(zb) + len(big))}
+    path = write(st(hdr, np.ones(3, np.float32).tobytes() + zb + big))
+    with open_safetensors(path) as f:
+        want = finding(f, "LA161")
+        others = [c for c in codes(f) if c != "LA161"]
+        signature_at = f.data_start + 12
+    for chunk in (1, 2, 3, 5, 7, 64, 4096, 1 << 20):
+        with open_safetensors(path, zip_scan=False) as f:
+            assert codes(f) == others and f.zip_scan is not None
+            full = hashes.compute(f, threads=1, chunk_size=chunk)
+            got = f.zip_scan.finding()
+        assert got is not None and got.message == want.message and got.where == want.where, chunk
+        assert full == hashes.compute_path(path, threads=1)
+        assert f"at byte {signature_at}" in got.message
+    # an end-of-central-directory record answers at open: nothing is left pending
+    tail = write(st({"w": T("F32", [4], 0, 16), "z": T("U8", [len(zb)], 16, 16 + len(zb))}, F + zb))
+    with open_safetensors(tail, zip_scan=False) as f:
+        assert codes(f) == ["LA161"] and f.zip_scan is None
+
+
+def test_g03_zip_signature_that_is_not_a_header_is_not_reported(write):
+    fake = b"PK\x03\x04" + b"\xff" * 60  # the signature without a parseable header
+    path = write(st({"z": T("U8", [len(fake)], 0, len(fake))}, fake))
+    with open_safetensors(path, zip_scan=False) as f:
+        from audit import hashes
+
+        hashes.compute(f, threads=1, chunk_size=3)
+        assert f.zip_scan.finding() is None
+    with open_safetensors(path) as f:
+        assert codes(f) == []

@@ -29,6 +29,7 @@ from audit import findings
 from audit.adapters.base import LayerAnalysis, LayerGroup, ScaleContext, TensorSource
 from audit.adapters.oft import (
     SCALE_RULE,  # noqa: F401  (the same rule as diag-OFT, kept as this module's SCALE_RULE)
+    cayley_minus_identity_sv,
     overflowed,
     read_factors,
     rotations,
@@ -38,11 +39,6 @@ from audit.spectra import BlockDiag, Dense, RotationMinusI
 
 KIND = "boft"
 DENSE_LIMIT = 4096  # out_features above which the dense out×out operator is not built (8·out² bytes)
-
-
-def butterfly_index(out_features: int, half_span: int) -> np.ndarray:
-    """``idx`` with ``x_permuted = x[idx]`` for the stage whose pairs are ``half_span`` rows apart."""
-    return np.arange(out_features).reshape(-1, 2, half_span).transpose(0, 2, 1).reshape(-1)
 
 
 def stage_spans(m: int, b: int) -> list[int]:
@@ -55,16 +51,34 @@ def butterfly_chunk(m: int, b: int, size: int) -> int:
     return min(size, (2 ** (m - 1)) * b)
 
 
-def butterfly_total(r: np.ndarray) -> np.ndarray:
-    """``R_total = S_{m−1} ⋯ S_0`` for stage rotations ``r [m, n, b, b]`` (dense ``[n·b, n·b]``)."""
+def butterfly_blocks(r: np.ndarray) -> np.ndarray:
+    """The diagonal blocks ``[size/c, c, c]`` of ``R_total = S_{m−1} ⋯ S_0`` for stage rotations
+    ``r [m, n, b, b]``, ``c = butterfly_chunk(m, b, n·b)`` (one block when the butterfly is full).
+
+    Stage ``i`` only mixes rows inside chunks of ``2^i·b``, so the partial product after stage ``i`` is
+    block-diagonal with blocks of that size: each stage is applied chunk by chunk (the row permutation is the
+    same inside every chunk), about ``2·size·c·b`` flops in all instead of ``m·size²·b`` for a dense product.
+    """
     m, n, b, _ = r.shape
     size = n * b
-    total = np.eye(size)
+    if b % 2:  # an odd block straddles the pairing chunks: one dense chunk throughout
+        total = np.eye(size)[None]
+    else:
+        total = np.broadcast_to(np.eye(b), (n, b, b)).copy()  # the identity, in chunks of b
     for i, span in enumerate(stage_spans(m, b)):
-        idx = butterfly_index(size, span)
-        mixed = np.matmul(r[i], total[idx].reshape(n, b, size)).reshape(size, size)
-        total = np.empty_like(mixed)
-        total[idx] = mixed
+        chunk = 2 * span if b % 2 == 0 else size
+        if chunk > total.shape[-1]:  # the chunks double: pair up the blocks, zeros between them
+            grown = np.zeros((size // chunk, chunk, chunk))
+            half = total.shape[-1]
+            grown[:, :half, :half] = total[0::2]
+            grown[:, half:, half:] = total[1::2]
+            total = grown
+        # the stage's row permutation inside one chunk ((c g k) -> (c k g), the same in every chunk)
+        local = np.arange(chunk).reshape(-1, 2, span).transpose(0, 2, 1).reshape(-1)
+        per = chunk // b  # rotation blocks per chunk
+        mixed = np.matmul(r[i].reshape(size // chunk, per, b, b), total[:, local].reshape(size // chunk, per, b, chunk))
+        total = np.empty_like(total)
+        total[:, local] = mixed.reshape(size // chunk, chunk, chunk)
     return total
 
 
@@ -116,12 +130,14 @@ class BOFTAdapter:
         if factors is None:
             return out
         blocks, rescale = factors
-        r = rotations(blocks, size, out, where)
-        if r is None:
+        rot = rotations(blocks, size, out, where)
+        if rot is None:
             return out
+        r, mu = rot
 
-        # per-stage ‖S_i − I‖₂ = max over blocks of σ_max(R_{i,d} − I) (a permutation does not change it)
-        stage = np.linalg.svd(r - np.eye(b), compute_uv=False).max(axis=(1, 2))
+        # per-stage ‖S_i − I‖₂ = max over blocks of σ_max(R_{i,d} − I) (a permutation does not change it),
+        # in closed form from the generators' moduli
+        stage = cayley_minus_identity_sv(mu).max(axis=(1, 2))
         out.extra["stage_sigma_max"] = [float(x) for x in stage]
         s_max = float(np.abs(rescale).max()) if rescale is not None else 1.0
         s_dev = float(np.abs(rescale - 1.0).max()) if rescale is not None else 0.0
@@ -133,18 +149,18 @@ class BOFTAdapter:
                 f"spectrum not computed: the dense {size}x{size} relative operator exceeds the "
                 f"{DENSE_LIMIT} row limit (extra.sigma_max_bound bounds it)")
             return out
-        total = butterfly_total(r)
+        blocks = butterfly_blocks(r)  # the diagonal blocks of R_total (one when the butterfly is full)
+        chunk = blocks.shape[-1]
         if rescale is not None:
-            total = rescale[:, None] * total
-        chunk = butterfly_chunk(m, b, size)
+            blocks = rescale.reshape(-1, chunk, 1) * blocks
         if chunk < size:  # m stages mix rows only within chunks: diag(s)·R_total is block-diagonal
-            blocks = np.stack([total[i:i + chunk, i:i + chunk] for i in range(0, size, chunk)])
             blocks[:, np.arange(chunk), np.arange(chunk)] -= 1.0
             if overflowed(blocks, "rescale overflows float64: no spectrum", out, where):
                 return out
             out.extra["operator_cost"] = f"{size // chunk} blocks of {chunk}x{chunk} (relative operator R_total − I)"
             out.operator = BlockDiag(blocks)
             return out
+        total = blocks[0]
         if rescale is None or bool(np.all(rescale == 1.0)):
             out.operator = RotationMinusI(total)  # R_total is orthogonal: a symmetric eigenproblem suffices
             return out

@@ -21,7 +21,9 @@ Mathematics (LyCORIS ``diag_oft``, ComfyUI ``weight_adapter/oft``, sd-scripts ``
 So ``ΔW = (diag(s) · blockdiag(R_kᵀ) − I) · W``. The operator is ``BlockDiag(diag(s_k) R_kᵀ − I)``, the
 *relative* operator (``delta_basis`` "relative"): ``‖ΔW‖₂ ≤ σ_max · ‖W‖₂`` and ``‖ΔW‖_F ≤ σ_max · ‖W‖_F``.
 Without rescale the singular values of ``R − I`` are ``2|sin(θ/2)|`` for the rotation angles ``θ = 2
-arctan(μ)``, ``±iμ`` the eigenvalues of ``Q``; ``extra`` summarises the angles.
+arctan(μ)``, ``±iμ`` the eigenvalues of ``Q``; ``extra`` summarises the angles. One SVD of the ``Q`` blocks
+gives ``μ``, hence the angles and (without rescale) the operator's spectrum in closed form
+(``BlockDiag.values``); with a rescale the blocks of the operator go through their own SVD.
 
 The plain functions (:func:`skew`, :func:`constrain`, :func:`cayley`) and the analysis steps both kinds
 share (:func:`start_analysis`, :func:`read_factors`, :func:`rotations`, :func:`overflowed`) serve ``boft`` too.
@@ -67,11 +69,24 @@ def cayley(q: np.ndarray) -> np.ndarray:
     return np.linalg.solve(eye - q, eye + q)
 
 
-def rotation_angles(q: np.ndarray) -> np.ndarray:
-    """Rotation angles ``θ = 2·arctan(μ)`` of the Cayley transforms of skew blocks ``q`` (``μ`` = singular
-    values of each block, i.e. the moduli of its eigenvalues ``±iμ``), all blocks together."""
-    mu = np.linalg.svd(q, compute_uv=False).reshape(-1)
-    return 2.0 * np.arctan(mu)
+def generator_moduli(q: np.ndarray) -> np.ndarray:
+    """Moduli ``μ ≥ 0`` of the eigenvalues ``±iμ`` of each skew-symmetric block of ``q`` (its singular values),
+    ``[…, b]``. Raises ``LinAlgError`` when the SVD does not converge."""
+    return np.linalg.svd(q, compute_uv=False)
+
+
+def cayley_minus_identity_sv(mu: np.ndarray) -> np.ndarray:
+    """Singular values of ``R − I`` for the Cayley rotation ``R`` of a skew block with moduli ``μ``: ``R`` is
+    orthogonal, so ``R − I`` is normal and its singular values are ``|λ − 1|`` over the eigenvalues
+    ``λ = (1 + iμ)/(1 − iμ)`` of ``R``, i.e. ``2μ/√(1 + μ²)`` (= ``2|sin(θ/2)|``, ``θ = 2·arctan(μ)``).
+    The same values serve ``R_kᵀ − I``."""
+    return 2.0 * mu / np.hypot(1.0, mu)
+
+
+def rotation_angles(mu: np.ndarray) -> np.ndarray:
+    """Rotation angles ``θ = 2·arctan(μ)`` of the Cayley transforms of skew blocks with moduli ``μ``, all
+    blocks together."""
+    return 2.0 * np.arctan(mu.reshape(-1))
 
 
 def trainer_threshold(alpha: float | None, out_features: int) -> float | None:
@@ -82,12 +97,10 @@ def comfyui_threshold(alpha: float | None) -> float | None:
     return alpha if alpha is not None and alpha > 0 else None
 
 
-def angle_summary(q_raw: np.ndarray, factor: float, prefix: str = "") -> dict:
-    """Max / mean rotation angle (radians) of generators ``factor · q_raw``."""
-    try:
-        theta = rotation_angles(q_raw * factor)
-    except np.linalg.LinAlgError:
-        return {}
+def angle_summary(mu_raw: np.ndarray, factor: float, prefix: str = "") -> dict:
+    """Max / mean rotation angle (radians) of generators ``factor · q_raw``, from the moduli ``mu_raw`` of
+    ``q_raw`` (``generator_moduli``)."""
+    theta = rotation_angles(mu_raw * factor)
     if theta.size == 0 or not np.all(np.isfinite(theta)):
         return {}
     return {f"{prefix}rotation_angle_max": float(theta.max()), f"{prefix}rotation_angle_mean": float(theta.mean())}
@@ -111,8 +124,9 @@ def read_rescale(group: LayerGroup, src: TensorSource, out_features: int, out: L
     return s
 
 
-def constraint_extra(alpha: float | None, out_features: int, q: np.ndarray, out: LayerAnalysis):
-    """Apply the trainer constraint to ``q``; record both loader conventions in ``out.extra``.
+def constraint_extra(alpha: float | None, out_features: int, q: np.ndarray, mu: np.ndarray, out: LayerAnalysis):
+    """Apply the trainer constraint to ``q`` (whose moduli are ``mu``); record both loader conventions in
+    ``out.extra``.
 
     Returns ``(q_constrained, raw_norm, factor)``.
     """
@@ -131,7 +145,7 @@ def constraint_extra(alpha: float | None, out_features: int, q: np.ndarray, out:
     })
     comfy = {"constraint": c_thr, "applied": bool(c_applied)}
     if c_factor != factor:
-        comfy.update(angle_summary(q, c_factor))
+        comfy.update(angle_summary(mu, c_factor))
         comfy["note"] = "ComfyUI clamps ‖Q‖ at alpha, not alpha·out_features: it applies a different rotation"
     out.extra["comfyui"] = comfy
     return qc, norm, factor
@@ -190,23 +204,28 @@ def overflowed(x: np.ndarray, message: str, out: LayerAnalysis, where: str) -> b
     return True
 
 
-def rotations(blocks: np.ndarray, out_features: int, out: LayerAnalysis, where: str) -> np.ndarray | None:
-    """Cayley rotations ``R`` of the constrained generators ``B − Bᵀ`` (same shape as ``blocks``), with the
-    constraint and rotation angles recorded in ``out.extra``; None with LA209 added when they are not finite."""
+def rotations(blocks: np.ndarray, out_features: int, out: LayerAnalysis, where: str):
+    """Cayley rotations ``R`` of the constrained generators ``B − Bᵀ`` (same shape as ``blocks``) and the
+    moduli ``μ`` of those generators (``[…, b]``, see :func:`cayley_minus_identity_sv`), with the constraint
+    and rotation angles recorded in ``out.extra``; None with LA209 added when they are not finite."""
     with np.errstate(all="ignore"):
         q = skew(blocks)
         if overflowed(q, "oft_blocks overflow when forming ‖B − Bᵀ‖", out, where):
             return None
-        qc, _, factor = constraint_extra(out.alpha, out_features, q, out)
-        out.extra.update(angle_summary(q, factor))
+        try:
+            mu = generator_moduli(q)
+        except np.linalg.LinAlgError:
+            mu = np.full(q.shape[:-1], np.nan)
+        qc, _, factor = constraint_extra(out.alpha, out_features, q, mu, out)
+        out.extra.update(angle_summary(mu, factor))
         try:
             r = cayley(qc)
         except np.linalg.LinAlgError:
             r = np.full_like(qc, np.nan)
-    if not _finite(r):
+    if not _finite(r) or not _finite(mu):
         out.findings.append(findings.make("LA209", "Cayley transform of oft_blocks is not finite", where))
         return None
-    return r
+    return r, mu * factor
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -246,16 +265,19 @@ class OFTAdapter:
         if factors is None:
             return out
         blocks, rescale = factors
-        r = rotations(blocks, out_features, out, where)
-        if r is None:
+        rot = rotations(blocks, out_features, out, where)
+        if rot is None:
             return out
+        r, mu = rot
         applied = np.swapaxes(r, -1, -2)  # the block each loader multiplies W's row group by
         if rescale is not None:
             applied = rescale.reshape(n, b, 1) * applied
         rel = applied - np.eye(b)
         if overflowed(rel, "rescale overflows float64: no spectrum", out, where):
             return out
-        out.operator = BlockDiag(np.ascontiguousarray(rel))
+        # without a rescale each block R_kᵀ − I is normal: its singular values are known in closed form
+        known = cayley_minus_identity_sv(mu).reshape(-1) if rescale is None else None
+        out.operator = BlockDiag(np.ascontiguousarray(rel), values=known)
         return out
 
 
