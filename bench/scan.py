@@ -518,9 +518,11 @@ def main() -> None:
     reused = json.loads(Path(args.reuse).read_text()) if args.reuse else None
     if reused is not None:
         keep = True  # never delete files this run did not write
-        root = Path(os.path.commonpath([r["path"] for r in reused])).resolve()
-        if root.is_file() or root.name.startswith("lora_"):
-            root = root.parent
+        # each file is ROOT/lora_N.safetensors, or ROOT/lora_N/adapter_model.safetensors for a PEFT folder
+        roots = {Path(r["path"]).resolve().parents[1 if r["fmt"] == "peft" else 0] for r in reused}
+        if len(roots) != 1:
+            raise SystemExit(f"{args.reuse} lists files in more than one folder: {sorted(map(str, roots))[:3]}")
+        (root,) = roots
         if args.dir and Path(args.dir).resolve() != root:
             raise SystemExit(f"--dir {args.dir} does not hold the files of {args.reuse} ({root})")
     made_root = args.dir is None and reused is None

@@ -13,10 +13,12 @@ diag-OFT), and the inverse permutation restores the order:
 
     S_i = P_iᵀ · blockdiag(R_{i,0}, …, R_{i,n−1}) · P_i,     W' = diag(s) · S_{m−1} ⋯ S_1 S_0 · W.
 
-``R_total = S_{m−1} ⋯ S_0`` is orthogonal but not block-diagonal, so the operator is
-``Dense(diag(s)·R_total − I)`` (``RotationMinusI(R_total)`` without a rescale: R_total − I is then normal and
-its spectrum comes from a symmetric eigenproblem), an ``out × out`` matrix built by pushing the identity through the stages
-(cost ``m·out²·b`` flops and ``8·out²`` bytes). It is the *relative* operator (``delta_basis`` "relative":
+``R_total = S_{m−1} ⋯ S_0`` is orthogonal. Stage ``i`` mixes rows only inside chunks of ``2^i·b``, so with
+fewer stages than a full butterfly ``R_total`` is block-diagonal (blocks of ``2^(m−1)·b`` rows) and the
+operator is ``BlockDiag`` of those blocks minus I; a full butterfly gives a dense ``out × out`` matrix:
+``Dense(diag(s)·R_total − I)``, or ``RotationMinusI(R_total)`` without a rescale (R_total − I is then normal and
+its spectrum comes from a symmetric eigenproblem). The product is built chunk by chunk
+(:func:`butterfly_blocks`, about ``2·out·c·b`` flops for blocks of ``c`` rows, ``8·out·c`` bytes). It is the *relative* operator (``delta_basis`` "relative":
 ``ΔW = operator · W``). Above ``DENSE_LIMIT`` output rows it is not built; ``extra["sigma_max_bound"]`` then
 bounds it through ``‖R_total − I‖₂ ≤ min(2, Σ_i ‖S_i − I‖₂)``.
 """
@@ -45,15 +47,10 @@ def stage_spans(m: int, b: int) -> list[int]:
     return [(2**i) * (b // 2) for i in range(m)]
 
 
-def butterfly_chunk(m: int, b: int, size: int) -> int:
-    """Rows that ``m`` stages of block size ``b`` can mix: stage ``i`` pairs rows ``2^i·b/2`` apart inside
-    chunks of ``2^i·b``, so ``R_total`` is block-diagonal with blocks of ``2^(m−1)·b`` rows (or dense)."""
-    return min(size, (2 ** (m - 1)) * b)
-
-
 def butterfly_blocks(r: np.ndarray) -> np.ndarray:
     """The diagonal blocks ``[size/c, c, c]`` of ``R_total = S_{m−1} ⋯ S_0`` for stage rotations
-    ``r [m, n, b, b]``, ``c = butterfly_chunk(m, b, n·b)`` (one block when the butterfly is full).
+    ``r [m, n, b, b]``: ``c = 2^(m−1)·b`` rows, the most the ``m`` stages can mix (one block, ``c = n·b``, when
+    the butterfly is full; an odd ``b`` gives one dense block).
 
     Stage ``i`` only mixes rows inside chunks of ``2^i·b``, so the partial product after stage ``i`` is
     block-diagonal with blocks of that size: each stage is applied chunk by chunk (the row permutation is the
