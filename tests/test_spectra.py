@@ -109,6 +109,68 @@ def test_lowrank_is_accurate_for_ill_conditioned_factors(cond):
         np.testing.assert_allclose(got[big], ref[:k][big], rtol=1e-8)
 
 
+@pytest.mark.parametrize("cond_u,cond_v,aligned,fast", [
+    (1.0, 1.0, True, True),  # orthonormal factors: β = 1
+    (10.0, 10.0, True, True),  # κ(UV) = 100: still well inside the bound
+    (1e3, 1e3, True, False),  # κ(UV) = 1e6: β > 1e4, the QR path
+    (1e3, 1e3, False, True),  # opposed spectra: UV = 1e-3·Q₁Q₂ᵀ, β = ‖U‖‖V‖/σ_min(UV) = 1e3 bounds κ(U), κ(V)
+    (1e5, 1e5, False, False),  # the same with β = 1e5: the QR path
+    (1e6, 1.0, True, False),  # one ill-conditioned factor
+])
+def test_lowrank_gram_path_is_taken_only_when_its_bound_holds(monkeypatch, cond_u, cond_v, aligned, fast):
+    """The CPU Gram path (σ² = eig(R_U R_Vᵀ R_V R_Uᵀ)) keeps a member only when ‖U‖‖V‖/σ_min(UV) is provably
+    small; either way every singular value above 1e-6·σ_max agrees with a dense SVD to a relative 1e-8."""
+    from audit import spectra
+
+    taken = []
+    orig = spectra._lowrank_gram
+
+    def spy(members, values):
+        left = orig(members, values)
+        taken.extend(i for i, _ in members if i in values)
+        return left
+
+    monkeypatch.setattr(spectra, "_lowrank_gram", spy)
+    rng = np.random.default_rng(11)
+    m, k, n = 200, 16, 150
+    q1, _ = np.linalg.qr(rng.standard_normal((m, k)))
+    q2, _ = np.linalg.qr(rng.standard_normal((n, k)))
+    su = np.geomspace(1.0, 1.0 / cond_u, k)
+    sv = np.geomspace(1.0, 1.0 / cond_v, k)
+    core = np.diag(sv if aligned else sv[::-1])
+    U, V = q1 * su, core @ q2.T
+    (got,) = singular_values([LowRank(U, V)])
+    assert (0 in taken) is fast
+    ref = dense_sv(U @ V)[:k]
+    big = ref > 1e-6 * ref[0]
+    np.testing.assert_allclose(got[big], ref[big], rtol=1e-8)
+    np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * ref[0])
+
+
+def test_lowrank_gram_path_hands_back_degenerate_members():
+    """Rank-deficient, non-finite and overflowing members leave the Gram path for the QR path, without
+    disturbing the well-conditioned members of the same batch."""
+    from audit import spectra
+
+    rng = np.random.default_rng(5)
+    m, k, n = 60, 6, 40
+    good = LowRank(rng.standard_normal((m, k)), rng.standard_normal((k, n)))
+    deficient_u = rng.standard_normal((m, k))
+    deficient_u[:, -1] = deficient_u[:, 0]
+    deficient = LowRank(deficient_u, rng.standard_normal((k, n)))
+    nan_u = rng.standard_normal((m, k))
+    nan_u[3, 2] = np.nan
+    huge = LowRank(rng.standard_normal((m, k)) * 1e200, rng.standard_normal((k, n)))
+    members = [(0, good), (1, deficient), (2, LowRank(nan_u, good.V)), (3, huge)]
+    values: dict = {}
+    left = spectra._lowrank_gram(members, values)
+    assert list(values) == [0] and [i for i, _ in left] == [1, 2, 3]
+    assert_spectrum(values[0], dense_sv(good.U @ good.V))
+    got = singular_values([op for _, op in members])
+    assert_spectrum(got[1], dense_sv(deficient.U @ deficient.V))
+    assert np.isnan(got[2]).all()
+
+
 @pytest.mark.parametrize("shape", [(40, 40), (120, 30), (30, 120)])
 @pytest.mark.parametrize("cond", [1.0, 1e3, 1e6, 1e12, float("inf")])
 def test_dense_is_accurate_whatever_its_conditioning(shape, cond):
