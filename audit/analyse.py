@@ -360,7 +360,7 @@ def _layer_record(g: LayerGroup, a: LayerAnalysis, sv, flux_like: bool, options:
         rec.stable_rank, rec.entropy_rank = m.stable_rank, m.entropy_rank
         rec.energy_rank_90, rec.energy_rank_99 = m.energy_rank_90, m.energy_rank_99
         if options.spectrum:
-            rec.spectrum = [float(x) for x in sv]
+            rec.spectrum = np.asarray(sv, dtype=np.float64).tolist()
     return rec
 
 
