@@ -363,6 +363,8 @@ def _clean(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _clean(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
+        if obj and all(type(v) is float for v in obj):  # spectra: thousands of floats, no recursion per value
+            return [float(f"{v:.9g}") if math.isfinite(v) else None for v in obj]
         return [_clean(v) for v in obj]
     if hasattr(obj, "item") and callable(obj.item):  # numpy scalars
         return _clean(obj.item())
