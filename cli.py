@@ -186,6 +186,103 @@ def _exit_code(records, fail_on: str, fail_verdict: str) -> int:
     return EXIT_CLEAN
 
 
+def _run_scan(entries, config, on_record, console, no_progress: bool):
+    """``audit.scan.run`` with a rich progress bar on a terminal (shared by ``scan`` and ``report``)."""
+    from audit import scan as scanning
+
+    progress = None
+    if not no_progress and console.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        progress = Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            console=console, transient=True)
+    task = progress.add_task("scan", total=len(entries)) if progress else None
+
+    def on_progress(done: int, total: int, path: str, cached: bool) -> None:
+        if progress is not None:
+            progress.update(task, completed=done)
+
+    if progress is not None:
+        progress.start()
+    try:
+        return scanning.run(entries, config, on_record, on_progress)
+    finally:
+        if progress is not None:
+            progress.stop()
+
+
+def _scan_options(fn):
+    """The options that decide how ``scan`` and ``report`` run the analysis (workers, limits, cache)."""
+    for deco in reversed((
+        click.option("--jobs", type=click.IntRange(1, 256), default=2, show_default=True,
+                     help="Worker processes; each analyses one file at a time."),
+        click.option("--timeout", type=click.FloatRange(min=0.1), default=300.0, show_default=True,
+                     help="Seconds one file may take; past it the worker is stopped and the file reported (LA126)."),
+        click.option("--max-memory", type=click.IntRange(min=0), default=4096, show_default=True, metavar="MB",
+                     help="Address-space limit per worker; past it the file is reported (LA127). 0: no limit."),
+        click.option("--keep-layers", type=click.IntRange(min=0), default=10, show_default=True,
+                     help="Layer records kept per file (strongest first); the summaries always count every "
+                          "layer."),
+        click.option("--cache", "cache_path", type=click.Path(dir_okay=False, path_type=str),
+                     help="SQLite cache of results (default ~/.cache/lora-audit/scan.sqlite). Unchanged files are "
+                          "not read again, and an interrupted scan resumes where it stopped."),
+        click.option("--no-cache", is_flag=True, help="Analyse every file and keep nothing."),
+        click.option("--no-progress", is_flag=True, help="No progress bar on standard error."),
+        click.option("--watchlist", type=click.Path(exists=True, dir_okay=False, path_type=str),
+                     help="Names of artists or people to look for (see inspect --watchlist)."),
+        click.option("--no-sidecars", is_flag=True, help="Do not read model cards or Civitai sidecars."),
+        click.option("--device", type=click.Choice(["cpu", "auto", "cuda"]), default="cpu", show_default=True,
+                     help="Where the workers compute spectra. The memory limit cannot be enforced on a GPU, so "
+                          "the scan stays on the CPU unless asked."),
+    )):
+        fn = deco(fn)
+    return fn
+
+
+def _scan_config(settings, *, jobs, timeout, max_memory, keep_layers, cache_path, no_cache, watchlist,
+                 no_sidecars, device):
+    from audit import scan as scanning
+    from audit.analyse import Options
+
+    options = Options(device=device, licensing=settings, watchlist=_watchlist(watchlist), sidecars=not no_sidecars)
+    return scanning.ScanConfig(jobs=jobs, timeout_s=timeout, memory_mb=max_memory or None, keep_layers=keep_layers,
+                               options=options, cache=not no_cache, cache_path=cache_path)
+
+
+def _write_html(path: str, records, console, *, quiet: bool) -> None:
+    from audit.reports import html
+
+    _write_atomic(path, html.render(records))
+    if not quiet:
+        console.print(f"HTML report written to {path}")
+
+
+class _Judge:
+    """The exit code of a scan, from its results as they arrive."""
+
+    def __init__(self, fail_on: str, fail_verdict: str):
+        from audit.findings import SEVERITY_RANK
+
+        self.rank = SEVERITY_RANK
+        self.verdict_codes = _VERDICT_CODES.get(fail_verdict, ())
+        self.threshold = SEVERITY_RANK.get(fail_on)
+        self.error = self.verdict = self.finding = False
+
+    def add(self, result) -> None:
+        if result.status == "error":
+            self.error = True
+        for code, severity in result.findings:
+            if code in self.verdict_codes:
+                self.verdict = True
+            if self.threshold is not None and self.rank[severity] >= self.threshold:
+                self.finding = True
+
+    def code(self) -> int:
+        if self.error:
+            return EXIT_ERROR
+        return EXIT_FINDINGS if self.verdict or self.finding else EXIT_CLEAN
+
+
 @cli.command("license")
 @click.argument("files", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=True, file_okay=True, path_type=str))
@@ -237,31 +334,15 @@ _VERDICT_CODES = {"deny": ("LA400",), "needs-review": ("LA400", "LA401"),
                    "AuditRecord per line; sarif: SARIF 2.1.0; junit: JUnit XML for CI.")
 @click.option("-o", "--out", type=click.Path(dir_okay=False, writable=True, path_type=str),
               help="Write the output here; it appears whole when the scan completes (atomic), never partial.")
-@click.option("--jobs", type=click.IntRange(1, 256), default=2, show_default=True,
-              help="Worker processes; each analyses one file at a time.")
 @click.option("--fail-on", type=click.Choice(FAIL_ON), default="error", show_default=True,
               help="Exit 1 when a finding at or above this severity is reported.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), default=300.0, show_default=True,
-              help="Seconds one file may take; past it the worker is stopped and the file reported (LA126).")
-@click.option("--max-memory", type=click.IntRange(min=0), default=4096, show_default=True, metavar="MB",
-              help="Address-space limit per worker; past it the file is reported (LA127). 0: no limit.")
-@click.option("--keep-layers", type=click.IntRange(min=0), default=10, show_default=True,
-              help="Layer records kept per file (strongest first); the summaries always count every layer.")
-@click.option("--cache", "cache_path", type=click.Path(dir_okay=False, path_type=str),
-              help="SQLite cache of results (default ~/.cache/lora-audit/scan.sqlite). Unchanged files are not "
-                   "read again, and an interrupted scan resumes where it stopped.")
-@click.option("--no-cache", is_flag=True, help="Analyse every file and keep nothing.")
-@click.option("--no-progress", is_flag=True, help="No progress bar on standard error.")
 @click.option("--summary-json", type=click.Path(dir_okay=False, writable=True, path_type=str),
               help="Write the run's counts, timings and per-worker peak memory as JSON.")
-@click.option("--watchlist", type=click.Path(exists=True, dir_okay=False, path_type=str),
-              help="Names of artists or people to look for (see inspect --watchlist).")
-@click.option("--no-sidecars", is_flag=True, help="Do not read model cards or Civitai sidecars.")
-@click.option("--device", type=click.Choice(["cpu", "auto", "cuda"]), default="cpu", show_default=True,
-              help="Where the workers compute spectra. The memory limit cannot be enforced on a GPU, so the scan "
-                   "stays on the CPU unless asked.")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False, writable=True, path_type=str),
+              help="Also write the HTML compliance report of the scanned files here (as `lora-audit report`).")
+@_scan_options
 def scan(paths, policies, assume, revenue, mau, territory, facts, fail_verdict, fmt, out, jobs, fail_on, timeout,
-         max_memory, keep_layers, cache_path, no_cache, no_progress, summary_json, watchlist, no_sidecars,
+         max_memory, keep_layers, cache_path, no_cache, no_progress, summary_json, html_out, watchlist, no_sidecars,
          device) -> None:
     """Scan files and folders (recursively; adapters are found by content) against deployment policies.
 
@@ -271,31 +352,17 @@ def scan(paths, policies, assume, revenue, mau, territory, facts, fail_verdict, 
     import json
 
     from audit import scan as scanning
-    from audit.analyse import Options
-    from audit.findings import SEVERITY_RANK
 
     settings = _settings(policies, assume, revenue, mau, territory, facts, default_all=False)
-    names = _watchlist(watchlist)
-    options = Options(device=device, licensing=settings, watchlist=names, sidecars=not no_sidecars)
-    config = scanning.ScanConfig(jobs=jobs, timeout_s=timeout, memory_mb=max_memory or None,
-                                 keep_layers=keep_layers, options=options, cache=not no_cache,
-                                 cache_path=cache_path)
+    config = _scan_config(settings, jobs=jobs, timeout=timeout, max_memory=max_memory, keep_layers=keep_layers,
+                          cache_path=cache_path, no_cache=no_cache, watchlist=watchlist, no_sidecars=no_sidecars,
+                          device=device)
     entries = scanning.discover(paths)
     policy_ids = [p.id for p in settings.policies]
     console = _console(stderr=True)
-    state = {"error": False, "verdict": False, "finding": False}
-    verdict_codes = _VERDICT_CODES.get(fail_verdict, ())
-    threshold = SEVERITY_RANK.get(fail_on)
+    judge = _Judge(fail_on, fail_verdict)
     kept: list = []  # sarif / junit need every record at the end
-
-    def judge(result) -> None:
-        if result.status == "error":
-            state["error"] = True
-        for code, severity in result.findings:
-            if code in verdict_codes:
-                state["verdict"] = True
-            if threshold is not None and SEVERITY_RANK[severity] >= threshold:
-                state["finding"] = True
+    html_records: list = []  # so does the HTML report
 
     from audit.reports import scan_view
 
@@ -313,7 +380,9 @@ def scan(paths, policies, assume, revenue, mau, territory, facts, fail_verdict, 
             fh.write('{"policies": ' + json.dumps(policy_ids) + ', "records": [\n')
 
         def on_record(result, cached: bool) -> None:
-            judge(result)
+            judge.add(result)
+            if html_out:
+                html_records.append(result.record)
             if fmt == "jsonl":
                 fh.write(result.json + "\n")  # the stored text as is: no JSON parsing on the cached path
                 return
@@ -325,34 +394,11 @@ def scan(paths, policies, assume, revenue, mau, territory, facts, fail_verdict, 
             if fmt == "table":
                 scan_view.row(table_console, record, policy_ids)
             elif fmt in ("sarif", "junit"):
-                record.layers, record.blocks = [], []
+                if not html_out:
+                    record.layers, record.blocks = [], []
                 kept.append(record)
 
-        progress = None
-        if not no_progress and console.is_terminal:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            progress = Progress(TextColumn("scanning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                                console=console, transient=True)
-        task = progress.add_task("scan", total=len(entries)) if progress else None
-
-        def on_progress(done: int, total: int, path: str, cached: bool) -> None:
-            if progress is not None:
-                progress.update(task, completed=done)
-
-        if progress is not None:
-            progress.start()
-        try:
-            summary = scanning.run(entries, config, on_record, on_progress)
-        finally:
-            if progress is not None:
-                progress.stop()
+        summary = _run_scan(entries, config, on_record, console, no_progress)
         tally.seconds = summary.seconds
         if fmt == "table":
             scan_view.summary(table_console, tally)
@@ -386,12 +432,58 @@ def scan(paths, policies, assume, revenue, mau, territory, facts, fail_verdict, 
         sys.exit(EXIT_ERROR)
     if summary_json:
         _write_atomic(summary_json, json.dumps(summary.to_dict(), indent=2, sort_keys=True) + "\n")
+    if html_out:
+        _write_html(html_out, html_records, console, quiet=False)
     if fmt != "table" and out and not no_progress:
         console.print(f"{summary.total} files ({summary.analysed} analysed, {summary.cached} cached, "
                       f"{summary.errors} errors) in {summary.seconds:.1f} s; output written to {out}")
-    if state["error"]:
+    sys.exit(judge.code())
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=True, file_okay=True, path_type=str))
+@_licensing_options
+@click.option("-o", "--out", type=click.Path(dir_okay=False, writable=True, path_type=str),
+              default="lora-audit-report.html", show_default=True,
+              help="The HTML file to write (atomically: it appears whole or not at all).")
+@click.option("--fail-on", type=click.Choice(FAIL_ON), default="error", show_default=True,
+              help="Exit 1 when a finding at or above this severity is reported.")
+@_scan_options
+def report(paths, policies, assume, revenue, mau, territory, facts, fail_verdict, out, fail_on, jobs, timeout,
+           max_memory, keep_layers, cache_path, no_cache, no_progress, watchlist, no_sidecars, device) -> None:
+    """Write one self-contained HTML compliance report for adapter files and folders.
+
+    Every shipped policy is evaluated unless --policy is given. The analysis runs as in `scan` (isolated
+    workers, limits, cache); the report is a single file with no external requests, safe to open even when an
+    adapter was crafted to attack its reader. Exit codes as for `scan`."""
+    from audit import scan as scanning
+
+    settings = _settings(policies, assume, revenue, mau, territory, facts, default_all=True)
+    config = _scan_config(settings, jobs=jobs, timeout=timeout, max_memory=max_memory, keep_layers=keep_layers,
+                          cache_path=cache_path, no_cache=no_cache, watchlist=watchlist, no_sidecars=no_sidecars,
+                          device=device)
+    entries = scanning.discover(paths)
+    console = _console(stderr=True)
+    if not entries:
+        raise click.UsageError("no adapter files found under the given paths")
+    judge = _Judge(fail_on, fail_verdict)
+    records: list = []
+
+    def on_record(result, cached: bool) -> None:
+        judge.add(result)
+        records.append(result.record)
+
+    try:
+        _run_scan(entries, config, on_record, console, no_progress)
+    except KeyboardInterrupt:
+        console.print("interrupted: the files finished so far are cached; no report written")
+        sys.exit(130)
+    except scanning.ScanError as e:
+        console.print(f"report failed: {e}")
         sys.exit(EXIT_ERROR)
-    sys.exit(EXIT_FINDINGS if state["verdict"] or state["finding"] else EXIT_CLEAN)
+    _write_html(out, records, console, quiet=False)
+    sys.exit(judge.code())
 
 
 def _schema() -> str:
@@ -475,7 +567,7 @@ def rules_show(ident: str) -> None:
               show_default=True, help="Where the demo writes its example copy and outputs.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 def demo(out_dir: str, device: str) -> None:
-    """Inspect the bundled example LoRA and write its JSON record."""
+    """Inspect the bundled example LoRA; write its JSON record and its HTML compliance report."""
     import shutil
     from importlib import resources
 
@@ -491,11 +583,13 @@ def demo(out_dir: str, device: str) -> None:
         shutil.copyfile(p, example)
     console = _console()
     console.print(f"lora-audit {__version__} demo: inspecting the bundled example {example}\n")
-    record = inspect_file(example, Options(device=device))
+    settings = _settings((), (), None, None, None, (), default_all=True)  # every shipped policy
+    record = inspect_file(example, Options(device=device, licensing=settings))
     render(record, console)
     json_path = os.path.join(out_dir, "demo-sd15-kohya.json")
     _write_atomic(json_path, render_json(record) + "\n")
     console.print(f"\nJSON record written to {json_path}")
+    _write_html(os.path.join(out_dir, "demo-sd15-kohya.html"), [record], console, quiet=False)
     sys.exit(EXIT_ERROR if record.status == "error" else EXIT_CLEAN)
 
 
