@@ -249,12 +249,27 @@ def _scan_config(settings, *, jobs, timeout, max_memory, keep_layers, cache_path
                                options=options, cache=not no_cache, cache_path=cache_path)
 
 
-def _write_html(path: str, records, console, *, quiet: bool) -> None:
+def _check_out(path: str | None, option: str) -> None:
+    """Fail before any work when an output file cannot be created (its folder is missing)."""
+    if path is None:
+        return
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise click.BadParameter(f"folder {folder!r} does not exist", param_hint=option)
+    if os.path.isdir(path):
+        raise click.BadParameter(f"{path!r} is a folder", param_hint=option)
+
+
+def _write_html(path: str, views, console) -> None:
+    """Render views made by audit.reports.html.file_view and write them atomically; a failure exits 2."""
     from audit.reports import html
 
-    _write_atomic(path, html.render(records))
-    if not quiet:
-        console.print(f"HTML report written to {path}")
+    try:
+        _write_atomic(path, html.render_views(views))
+    except Exception as e:  # a renderer bug or a write error: say so, never exit as if it were a verdict
+        console.print(f"HTML report not written: {type(e).__name__}: {e}")
+        sys.exit(EXIT_ERROR)
+    console.print(f"HTML report written to {path}", soft_wrap=True)
 
 
 class _Judge:
@@ -339,7 +354,8 @@ _VERDICT_CODES = {"deny": ("LA400",), "needs-review": ("LA400", "LA401"),
 @click.option("--summary-json", type=click.Path(dir_okay=False, writable=True, path_type=str),
               help="Write the run's counts, timings and per-worker peak memory as JSON.")
 @click.option("--html", "html_out", type=click.Path(dir_okay=False, writable=True, path_type=str),
-              help="Also write the HTML compliance report of the scanned files here (as `lora-audit report`).")
+              help="Also write the HTML compliance report of the scanned files here (as `lora-audit report`, "
+                   "with the policies given by --policy).")
 @_scan_options
 def scan(paths, policies, assume, revenue, mau, territory, facts, fail_verdict, fmt, out, jobs, fail_on, timeout,
          max_memory, keep_layers, cache_path, no_cache, no_progress, summary_json, html_out, watchlist, no_sidecars,
@@ -362,7 +378,9 @@ def scan(paths, policies, assume, revenue, mau, territory, facts, fail_verdict, 
     console = _console(stderr=True)
     judge = _Judge(fail_on, fail_verdict)
     kept: list = []  # sarif / junit need every record at the end
-    html_records: list = []  # so does the HTML report
+    views: list = []  # the HTML report's view of each record, made as it arrives
+    _check_out(out, "-o")
+    _check_out(html_out, "--html")
 
     from audit.reports import scan_view
 
@@ -382,7 +400,9 @@ def scan(paths, policies, assume, revenue, mau, territory, facts, fail_verdict, 
         def on_record(result, cached: bool) -> None:
             judge.add(result)
             if html_out:
-                html_records.append(result.record)
+                from audit.reports import html
+
+                views.append(html.file_view(result.record, len(views), batch=len(entries) != 1))
             if fmt == "jsonl":
                 fh.write(result.json + "\n")  # the stored text as is: no JSON parsing on the cached path
                 return
@@ -394,8 +414,7 @@ def scan(paths, policies, assume, revenue, mau, territory, facts, fail_verdict, 
             if fmt == "table":
                 scan_view.row(table_console, record, policy_ids)
             elif fmt in ("sarif", "junit"):
-                if not html_out:
-                    record.layers, record.blocks = [], []
+                record.layers, record.blocks = [], []
                 kept.append(record)
 
         summary = _run_scan(entries, config, on_record, console, no_progress)
@@ -425,7 +444,7 @@ def scan(paths, policies, assume, revenue, mau, territory, facts, fail_verdict, 
             sys.stdout.flush()
     except KeyboardInterrupt:
         console.print("interrupted: the files finished so far are cached; run the same scan again to finish"
-                      + (" (no output written)" if out else ""))
+                      + (" (no output written)" if out or html_out else ""))
         sys.exit(130)
     except scanning.ScanError as e:
         console.print(f"scan failed: {e}")
@@ -433,7 +452,7 @@ def scan(paths, policies, assume, revenue, mau, territory, facts, fail_verdict, 
     if summary_json:
         _write_atomic(summary_json, json.dumps(summary.to_dict(), indent=2, sort_keys=True) + "\n")
     if html_out:
-        _write_html(html_out, html_records, console, quiet=False)
+        _write_html(html_out, views, console)
     if fmt != "table" and out and not no_progress:
         console.print(f"{summary.total} files ({summary.analysed} analysed, {summary.cached} cached, "
                       f"{summary.errors} errors) in {summary.seconds:.1f} s; output written to {out}")
@@ -463,16 +482,19 @@ def report(paths, policies, assume, revenue, mau, territory, facts, fail_verdict
     config = _scan_config(settings, jobs=jobs, timeout=timeout, max_memory=max_memory, keep_layers=keep_layers,
                           cache_path=cache_path, no_cache=no_cache, watchlist=watchlist, no_sidecars=no_sidecars,
                           device=device)
+    _check_out(out, "-o")
     entries = scanning.discover(paths)
     console = _console(stderr=True)
     if not entries:
         raise click.UsageError("no adapter files found under the given paths")
     judge = _Judge(fail_on, fail_verdict)
-    records: list = []
+    views: list = []
 
     def on_record(result, cached: bool) -> None:
+        from audit.reports import html
+
         judge.add(result)
-        records.append(result.record)
+        views.append(html.file_view(result.record, len(views), batch=len(entries) != 1))
 
     try:
         _run_scan(entries, config, on_record, console, no_progress)
@@ -482,7 +504,7 @@ def report(paths, policies, assume, revenue, mau, territory, facts, fail_verdict
     except scanning.ScanError as e:
         console.print(f"report failed: {e}")
         sys.exit(EXIT_ERROR)
-    _write_html(out, records, console, quiet=False)
+    _write_html(out, views, console)
     sys.exit(judge.code())
 
 
@@ -589,7 +611,9 @@ def demo(out_dir: str, device: str) -> None:
     json_path = os.path.join(out_dir, "demo-sd15-kohya.json")
     _write_atomic(json_path, render_json(record) + "\n")
     console.print(f"\nJSON record written to {json_path}")
-    _write_html(os.path.join(out_dir, "demo-sd15-kohya.html"), [record], console, quiet=False)
+    from audit.reports.html import file_view
+
+    _write_html(os.path.join(out_dir, "demo-sd15-kohya.html"), [file_view(record, 0, batch=False)], console)
     sys.exit(EXIT_ERROR if record.status == "error" else EXIT_CLEAN)
 
 

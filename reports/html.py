@@ -56,7 +56,8 @@ LAYERS_SHOWN, LAYERS_SHOWN_BATCH = 40, 3  # strongest layers listed (a table; a 
 EVIDENCE_SHOWN, EVIDENCE_SHOWN_BATCH = 60, 5  # fingerprint evidence rows (contradictions first; a batch lists
 #                                              contradictions only)
 METADATA_SHOWN, METADATA_SHOWN_BATCH = (300, 400), (12, 60)  # raw metadata: (keys, characters per value)
-SPECTRA_SHOWN, SPECTRA_SHOWN_BATCH = 4, 1  # strongest layers plotted
+SPECTRA_SHOWN, SPECTRA_SHOWN_BATCH = 4, 1
+MAX_BLOCK_INDEX = 200  # heatmap columns at most (a block index past it is drawn in file order)  # strongest layers plotted
 SPECTRUM_POINTS, SPECTRUM_POINTS_BATCH = 48, 16  # points per plotted spectrum at most
 META_LIMIT = 400  # characters of one training-metadata or ModelSpec value shown
 NAME_LIMIT = 96  # characters of a file name or layer key (cut in the middle)
@@ -127,17 +128,25 @@ def heatmap(blocks) -> dict | None:
     rows: dict[str, list] = {}
     for b in blocks:
         rows.setdefault(b.group or "?", []).append(b)
-    peak = max((b.strength or 0.0) for b in blocks) or 1.0
-    cell, gap, label_w, top = 18, 2, 118, 16  # the cell size is also in report.css (svg.hm rect)
-    width_cells = max(len(r) for r in rows.values())
+    peak = max((b.strength for b in blocks if isinstance(b.strength, (int, float)) and math.isfinite(b.strength)),
+               default=0.0) or 1.0
+    cell, gap, label_w, top = 18, 2, 118, 16
+    # a block sits at its index (an adapter that skips blocks leaves gaps); a group without indices in order
+    columns = {group: [b.index if isinstance(b.index, int) and 0 <= b.index < MAX_BLOCK_INDEX else None
+                       for b in items] for group, items in rows.items()}
+    for group, items in rows.items():
+        if any(c is None for c in columns[group]) or len(set(columns[group])) != len(items):
+            columns[group] = list(range(len(items)))
+    width_cells = max(max(c) + 1 for c in columns.values())
     out_rows = []
     for r, (group, items) in enumerate(rows.items()):
         y = top + r * (cell + gap)
         cells = []
-        for c, b in enumerate(sorted(items, key=lambda b: (b.index is None, b.index or 0))):
-            s = b.strength or 0.0
+        for c, b in zip(columns[group], items):
+            s = b.strength if isinstance(b.strength, (int, float)) and math.isfinite(b.strength) else 0.0
             t = math.sqrt(s / peak) if peak > 0 and s > 0 else 0.0
-            share = b.energy_share
+            share = b.energy_share if isinstance(b.energy_share, (int, float)) and math.isfinite(b.energy_share) \
+                else None
             cells.append({
                 "x": label_w + c * (cell + gap), "y": y, "fill": _mix(t),
                 "title": f"{b.id}: {_num(s)}" + (f", {share * 100:.1f}%" if share else ""),
@@ -159,7 +168,10 @@ def spectrum_plot(layer, points: int = SPECTRUM_POINTS) -> dict | None:
     idx = list(range(n)) if n <= points else sorted({round(i * (n - 1) / (points - 1)) for i in range(points)})
     w, h, left, right, top, bottom = 300, 130, 38, 8, 8, 22  # pixels: integer coordinates are enough
     low = SPECTRUM_FLOOR
-    ys = [max(low, math.log10(sv[i] / sv[0])) if sv[i] > 0 else low for i in idx]
+    ys = []
+    for i in idx:
+        r = sv[i] / sv[0]  # may underflow to 0 (σ₁ = 1e150, σᵢ = 1e-200)
+        ys.append(max(low, math.log10(r)) if r > 0 and math.isfinite(r) else low)
     floor = min(ys)
     low = max(SPECTRUM_FLOOR, math.floor(floor)) if floor < 0 else -1.0
     pw, ph = w - left - right, h - top - bottom
@@ -233,6 +245,17 @@ def _kinds(rec: AuditRecord) -> str:
     return ", ".join(k for k, _ in sorted(rec.adapter.kinds.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
+def _main_rank(rec: AuditRecord) -> float:
+    """The most common rank, for sorting (-1 when there is none)."""
+    if rec.adapter is None or not rec.adapter.rank_histogram:
+        return -1
+    key = max(rec.adapter.rank_histogram, key=lambda k: (rec.adapter.rank_histogram[k], str(k)))
+    try:
+        return float(key)
+    except (TypeError, ValueError):
+        return -1
+
+
 def _ranks(rec: AuditRecord) -> str:
     if rec.adapter is None or not rec.adapter.rank_histogram:
         return "—"
@@ -248,12 +271,15 @@ def file_view(rec: AuditRecord, index: int, *, batch: bool) -> dict:
         "path": clean(f.path, 240, middle=True) if f is not None else "",
         "size": _size(f.size if f is not None else None), "status": rec.status,
         "error": rec.error, "domain": rec.domain, "domain_reason": rec.domain_reason,
-        "family": _family(rec), "kinds": _kinds(rec), "ranks": _ranks(rec),
+        "family": _family(rec), "kinds": _kinds(rec), "ranks": _ranks(rec), "rank_sort": _main_rank(rec),
         "licenses": _license_ids(rec), "worst": _worst(rec.policies) if rec.status == "ok" else "error",
         "policies": [_policy(p) for p in rec.policies],
     }
+    view["by_policy"] = {p["id"]: p for p in view["policies"]}
     sev = Counter(fd.severity for fd in rec.findings if fd.code not in POLICY_CODES)
     view["severity_counts"] = [(s, sev[s]) for s in reversed(SEVERITIES) if sev.get(s)]
+    view["errors"] = sev.get("error", 0) + sev.get("critical", 0)
+    view["warnings"] = sev.get("warning", 0)
     view["findings"] = sorted((fd for fd in rec.findings if fd.code not in POLICY_CODES),
                               key=lambda fd: (-SEVERITY_RANK.get(fd.severity, 0), fd.code))
     view["conflicts"] = [fd for fd in view["findings"] if fd.code in LICENSE_CODES]
@@ -324,14 +350,17 @@ def _licensing(rec: AuditRecord) -> dict | None:
                        "via": link.via} for link in lineage.chain],
         })
     return {"basis": lic.basis, "basis_detail": lic.basis_detail, "asserted": lic.asserted, "lineages": lineages,
-            "declared": lic.declared, "civitai": sorted((lic.civitai or {}).items()), "disclaimer": lic.disclaimer}
+            "declared": lic.declared, "civitai": [(k, _context_value(v)) for k, v in sorted((lic.civitai or {}).items())],
+            "disclaimer": lic.disclaimer}
 
 
 def _fingerprint(rec: AuditRecord, shown: int, *, batch: bool) -> dict | None:
     fp = rec.fingerprint
     if fp is None:
         return None
-    scores = sorted(fp.scores.items(), key=lambda kv: (-kv[1], kv[0]))[:4 if batch else 8]
+    scores = sorted(fp.scores.items(), key=lambda kv: (-(kv[1] if isinstance(kv[1], (int, float))
+                                                         and math.isfinite(kv[1]) else -math.inf), kv[0]))
+    scores = scores[:4 if batch else 8]
     evidence = sorted(fp.evidence, key=lambda e: (e.outcome != "contradict", e.family, e.signal))
     if batch:
         evidence = [e for e in evidence if e.outcome == "contradict"]
@@ -456,7 +485,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True, lstrip_blocks=True,
     )
     env.filters["num"] = _num
-    env.filters["clip"] = lambda v, n=NAME_LIMIT: clean(v, n, middle=True)
+    env.filters["clip"] = lambda v, n=NAME_LIMIT: "" if v is None else clean(v, n, middle=True)
     env.globals["verdict_label"] = lambda v: VERDICT_LABEL.get(v, v)
     env.globals["verdict_short"] = lambda v: VERDICT_SHORT.get(v, v)
     return env
@@ -466,18 +495,25 @@ def render(records: Iterable[AuditRecord], *, title: str | None = None, generate
     """The report for ``records`` (one adapter or many) as one HTML document."""
     records = list(records)
     batch = len(records) != 1
-    views = [file_view(r, i, batch=batch) for i, r in enumerate(records)]
+    return render_views([file_view(r, i, batch=batch) for i, r in enumerate(records)], title=title,
+                        generated=generated)
+
+
+def render_views(views: list[dict], *, title: str | None = None, generated: str | None = None) -> str:
+    """The report from views made by :func:`file_view` (``batch`` set for every view when there are several):
+    a long scan builds each view as its record arrives and keeps no record."""
+    batch = len(views) != 1
     policy_ids: list[str] = []
-    for r in records:
-        for p in r.policies:
-            if p.policy not in policy_ids:
-                policy_ids.append(p.policy)
+    for v in views:
+        for p in v["policies"]:
+            if p["id"] not in policy_ids:
+                policy_ids.append(p["id"])
     css, script = _asset("report.css"), _asset("report.js")
     csp = ("default-src 'none'; style-src " + _csp_hash(css) + "; script-src " + _csp_hash(script)
            + "; img-src 'none'; font-src 'none'; connect-src 'none'; media-src 'none'; object-src 'none'; "
            "frame-src 'none'; child-src 'none'; worker-src 'none'; manifest-src 'none'; base-uri 'none'; "
            "form-action 'none'")
-    disclaimer = next((r.licensing.disclaimer for r in records if r.licensing is not None),
+    disclaimer = next((v["licensing"]["disclaimer"] for v in views if v["licensing"] is not None),
                       "Not legal advice: a summary of license texts to help a human review, citing each text.")
     if title is None:
         title = "lora-audit report: " + (views[0]["name"] if not batch else f"{len(views)} files")

@@ -447,20 +447,30 @@ def run_report(paths, out: Path, *extra: str, home: Path) -> subprocess.Complete
                           capture_output=True, text=True, timeout=180, env=env, check=False)
 
 
-@pytest.fixture(scope="module")
-def hostile_report(tmp_path_factory):
-    """One report over all the hostile files; the payloads point at a live RequestLog."""
-    root = tmp_path_factory.mktemp("hostile")
+def _report_fixture(root: Path, build, exits: tuple[int, ...]):
+    """Files from ``build(folder, beacon)`` with a live RequestLog as beacon, one report over them; yields
+    (report path, payloads expected as text, the log)."""
     with RequestLog() as log:
         (root / "in").mkdir()
-        paths, shown = build_hostile_files(root / "in", beacon=log.url)
-        paths.append(build_marker_file(root / "in"))
+        paths, shown = build(root / "in", beacon=log.url)
         out = root / "report.html"
         r = run_report(paths, out, "--jobs", "2", home=root)
-        assert r.returncode in (0, 1), f"exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+        assert r.returncode in exits, f"exit {r.returncode}, expected {exits}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
         assert out.is_file(), f"no report written\n{r.stderr[-3000:]}"
         assert log.requests == [], "building the report made requests"
         yield out, shown, log
+
+
+def _hostile_and_marker_files(folder: Path, beacon: str):
+    paths, shown = build_hostile_files(folder, beacon=beacon)
+    paths.append(build_marker_file(folder))
+    return paths, shown
+
+
+@pytest.fixture(scope="module")
+def hostile_report(tmp_path_factory):
+    """One report over all the hostile files; the payloads point at a live RequestLog."""
+    yield from _report_fixture(tmp_path_factory.mktemp("hostile"), _hostile_and_marker_files, (0, 1))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -531,15 +541,8 @@ def build_unreadable_files(root: Path, beacon: str) -> tuple[list[Path], dict[st
 
 @pytest.fixture(scope="module")
 def unreadable_report(tmp_path_factory):
-    root = tmp_path_factory.mktemp("unreadable")
-    with RequestLog() as log:
-        (root / "in").mkdir()
-        paths, shown = build_unreadable_files(root / "in", beacon=log.url)
-        out = root / "report.html"
-        r = run_report(paths, out, home=root)
-        assert r.returncode == 2, f"unreadable files exit 2; got {r.returncode}\n{r.stderr[-3000:]}"
-        assert out.is_file(), f"no report written\n{r.stderr[-3000:]}"
-        yield out, shown, log
+    """Unreadable files (exit 2) whose error messages quote attacker text."""
+    yield from _report_fixture(tmp_path_factory.mktemp("unreadable"), build_unreadable_files, (2,))
 
 
 def test_unreadable_files_report_is_inert(unreadable_report):

@@ -175,3 +175,54 @@ def test_fragment_opens_the_file_section_in_a_browser(tmp_path):
                                          (None, "—")])
 def test_number_formatting(value, shown):
     assert html._num(value) == shown
+
+
+def test_odd_records_render_with_their_counts():
+    """Values a crafted or broken file can produce: an underflowing spectrum ratio, NaN or missing strengths and
+    shares, missing evidence fields and scores, more findings than are listed."""
+    from audit.findings import Finding
+    from audit.record import Evidence, Fingerprint, LayerRecord
+
+    layer = LayerRecord(key="unet:odd", component="unet", module="odd", block="up.0", kind="lora", format="kohya",
+                        tensors=[], out_features=4, in_features=4, kernel=[], rank=4, alpha=None, scale=1.0,
+                        scale_rule="none", delta_basis="exact", fro=1e150, spectral=1e150,
+                        spectrum=[1e150, 1e-200, 0.0])
+    rec = _record("odd.safetensors", [_policy("p1", "deny")])
+    rec.layers = [layer]
+    rec.blocks = [BlockRecord("up.0", "up", 0, 1, float("nan"), None, 1e150),
+                  BlockRecord("up.3", "up", 3, 1, 2.0, 0.5, 1.0)]
+    rec.fingerprint = Fingerprint(family="sd1", evidence=[Evidence("sd1", "s", "module", "contradict", "what")],
+                                  scores={"sd1": None, "sdxl": 1.0})
+    rec.findings = [Finding("LA201", "error", f"bad {i}") for i in range(250)] + \
+                   [Finding("LA154", "warning", f"odd {i}") for i in range(50)]
+    plot = html.spectrum_plot(layer)
+    assert plot["points"].split()[1:] == ["165,108", "292,108"]  # both on the 1e-6 floor
+    hm = html.heatmap(rec.blocks)
+    assert [c["x"] for c in hm["rows"][0]["cells"]] == [118, 178]  # at their indices 0 and 3
+    assert hm["rows"][0]["cells"][0]["fill"] == html._mix(0.0)
+    single = html.render([rec])
+    assert "None" not in re.sub(r"<[^>]+>", " ", single)
+    assert single.count('<span class="sev sev-error">LA201</span>') == html.FINDINGS_SHOWN
+    assert "100 more findings in the JSON record." in single
+    batch = html.render([rec, _record("b.safetensors")])
+    assert '<td class="num" data-sort="250">250</td><td class="num" data-sort="50">50</td>' in batch
+    assert "LA201</span> ×250" in batch
+
+
+def test_scan_html_beside_the_table_and_bad_output_paths(tmp_path):
+    src = tmp_path / "in" / "a.safetensors"
+    src.parent.mkdir()
+    corpus.write(src, corpus.build("sd1", "kohya", rank=2, targets="attn", text_encoders=False, max_modules=4))
+    out = tmp_path / "a.html"
+    r = subprocess.run([*CLI, "scan", str(src.parent), "--html", str(out), "--no-cache", "--no-progress",
+                        "--policy", "commercial-hosted-service"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr  # SD1.5: allow-with-conditions, no finding at error level
+    assert "cond." in r.stdout and f"HTML report written to {out}" in r.stderr
+    text = out.read_text(encoding="utf-8")
+    assert '<section class="banner verdict-allow-with-conditions">' in text
+    for argv in (["scan", str(src.parent), "--html", str(tmp_path / "no" / "r.html")],
+                 ["report", str(src.parent), "-o", str(tmp_path / "no" / "r.html")],
+                 ["report", str(src.parent), "-o", str(tmp_path)]):
+        r = subprocess.run([*CLI, *argv, "--no-cache", "--no-progress"], capture_output=True, text=True)
+        assert r.returncode == 3, (argv, r.stderr)
+        assert "scanning" not in r.stderr and not (tmp_path / "no").exists()

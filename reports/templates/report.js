@@ -40,7 +40,7 @@
           var x = key(a), y = key(b);
           if (x < y) { return -dir; }
           if (x > y) { return dir; }
-          return (parseInt(a.getAttribute("data-index"), 10) - parseInt(b.getAttribute("data-index"), 10)) * dir;
+          return parseInt(a.getAttribute("data-index"), 10) - parseInt(b.getAttribute("data-index"), 10);
         });
         rows.forEach(function (row) { body.appendChild(row); });
       });
@@ -48,7 +48,9 @@
   }
   // a link to a file's section or to a listed condition opens the <details> around it
   var reveal = function () {
-    var target = location.hash ? document.getElementById(decodeURIComponent(location.hash.slice(1))) : null;
+    var id = location.hash.slice(1);
+    try { id = decodeURIComponent(id); } catch (e) { /* a malformed fragment: use it as it is */ }
+    var target = id ? document.getElementById(id) : null;
     for (var node = target; node; node = node.parentElement) {
       if (node.tagName === "DETAILS") { node.open = true; }
     }
