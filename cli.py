@@ -515,6 +515,143 @@ def _schema() -> str:
 
 
 @cli.group()
+def probe() -> None:
+    """Generate paired images with and without an adapter and test whether it captures a style or a likeness.
+
+    Needs the probe dependencies (torch, torchvision, diffusers, transformers, peft, open_clip_torch) and local
+    files only: the base model (a diffusers folder, or a single checkpoint with --base-config), CLIP weights,
+    reference images and, for specificity, control folders. Exit codes: 0 not captured, 1 captured (LA500),
+    2 an input could not be used, 3 usage."""
+
+
+def _probe_options(fn):
+    for deco in reversed((
+        click.option("--base", required=True, type=click.Path(exists=True, path_type=str),
+                     help="Base model: a local diffusers folder, or a single-file checkpoint (with --base-config)."),
+        click.option("--base-config", type=click.Path(exists=True, file_okay=False, path_type=str),
+                     help="Local diffusers config folder for a single-file base (nothing is fetched)."),
+        click.option("--lora", required=True, type=click.Path(exists=True, path_type=str),
+                     help="The adapter, in any format lora-audit reads (diffusers converts it)."),
+        click.option("--refs", required=True, type=click.Path(exists=True, file_okay=False, path_type=str),
+                     help="Folder of reference images: the artist's works, or photos of the person."),
+        click.option("--controls", "controls", multiple=True, type=click.Path(exists=True, file_okay=False,
+                                                                             path_type=str),
+                     help="Folder of another artist's works (or another person's photos). Repeatable; 19 or "
+                          "more make the panel test meaningful."),
+        click.option("--clip-model", required=True, metavar="NAME|local-dir:FOLDER",
+                     help="open_clip architecture (e.g. ViT-L-14) with --clip-weights, or a local-dir: folder."),
+        click.option("--clip-weights", type=click.Path(exists=True, dir_okay=False, path_type=str),
+                     help="Local open_clip checkpoint for --clip-model NAME."),
+        click.option("--trigger", default="auto", show_default=True, metavar="WORD|auto|none",
+                     help="Trigger word for the trigger arm; auto takes it from the adapter's metadata."),
+        click.option("--quick", is_flag=True, help="Few pairs and steps (8 subjects x 2 seeds, 15 steps): CPU."),
+        click.option("--steps", type=click.IntRange(1, 200), help="Denoising steps (default 25, 15 with --quick)."),
+        click.option("--size", type=click.IntRange(8, 4096), help="Image size in pixels (default: the pipeline's)."),
+        click.option("--guidance", type=float, help="Guidance scale (default: the pipeline's)."),
+        click.option("--lora-scale", type=float, default=1.0, show_default=True),
+        click.option("--batch-size", type=click.IntRange(1, 256), default=4, show_default=True),
+        click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True),
+        click.option("--out", "out", type=click.Path(dir_okay=False, path_type=str),
+                     help="Write the adapter's AuditRecord with the probe result as JSON."),
+        click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=str),
+                     help="Write the HTML report of the adapter with the probe result."),
+        click.option("--contact-sheet", type=click.Path(dir_okay=False, path_type=str),
+                     help="PNG with base and LoRA images side by side (default: beside --out or --html)."),
+        click.option("--save-images", type=click.Path(file_okay=False, path_type=str),
+                     help="Folder to save every generated image."),
+        click.option("--no-progress", is_flag=True, help="No progress bar."),
+    )):
+        fn = deco(fn)
+    return fn
+
+
+def _run_probe(mode: str, kw: dict) -> None:
+    from audit.analyse import Options, inspect_file
+    from audit.reports.safe import clean
+
+    console = _console(stderr=True)
+    for key, option in (("out", "--out"), ("html_out", "--html"), ("contact_sheet", "--contact-sheet")):
+        _check_out(kw.get(key), option)
+    try:
+        from audit.probe.run import ProbeConfig, run_probe
+    except ImportError as e:  # pragma: no cover - depends on the installation
+        raise click.UsageError(f"the probe needs its dependencies: pip install 'lora-audit[probe]' ({e})") from e
+    sheet = kw["contact_sheet"]
+    if sheet is None and (kw["out"] or kw["html_out"]):
+        sheet = os.path.splitext(kw["out"] or kw["html_out"])[0] + "-contact-sheet.png"
+    record = inspect_file(kw["lora"], Options(device="cpu", licensing=_settings((), (), None, None, None, (),
+                                                                                 default_all=True)))
+    if record.status == "error":
+        console.print(f"the adapter could not be read: {record.error.code} {clean(record.error.message)}")
+        sys.exit(EXIT_ERROR)
+    cfg = ProbeConfig(base=kw["base"], lora=kw["lora"], refs=kw["refs"], mode=mode, controls=tuple(kw["controls"]),
+                      base_config=kw["base_config"], trigger=kw["trigger"], quick=kw["quick"], steps=kw["steps"],
+                      guidance=kw["guidance"], size=kw["size"], lora_scale=kw["lora_scale"], device=kw["device"],
+                      batch_size=kw["batch_size"], clip_model=kw["clip_model"], clip_weights=kw["clip_weights"],
+                      save_images=kw["save_images"], contact_sheet=sheet)
+    progress = None
+    if not kw["no_progress"] and console.is_terminal:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        progress = Progress(TextColumn("generating"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                            console=console, transient=True)
+        task = progress.add_task("probe", total=None)
+        progress.start()
+    try:
+        result = run_probe(cfg, record=record, progress=(lambda done, total: progress.update(
+            task, completed=done, total=total)) if progress else None)
+    except (OSError, ValueError) as e:
+        console.print(f"probe failed: {clean(str(e), 300)}")
+        sys.exit(EXIT_ERROR)
+    finally:
+        if progress is not None:
+            progress.stop()
+    record.probe = result.to_dict()
+    record.findings.extend(result.findings)
+    from audit.reports import probe_view
+
+    probe_view.render(result, _console())
+    if kw["out"]:
+        from audit.reports.json_report import render as render_json
+
+        _write_atomic(kw["out"], render_json(record) + "\n")
+        console.print(f"JSON record with the probe result written to {kw['out']}", soft_wrap=True)
+    if kw["html_out"]:
+        from audit.reports.html import file_view
+
+        image = None
+        if result.artifacts.get("contact_sheet"):  # inline in the report as a JPEG at most 960 px wide
+            import io
+
+            from PIL import Image
+
+            with Image.open(result.artifacts["contact_sheet"]) as im:
+                im = im.convert("RGB")
+                im.thumbnail((960, 4 * 960))
+                buf = io.BytesIO()
+                im.save(buf, "JPEG", quality=80)
+            image = buf.getvalue()
+        _write_html(kw["html_out"], [file_view(record, 0, batch=False, probe_image=image)], console)
+    sys.exit(EXIT_FINDINGS if result.verdict == "captured" else EXIT_CLEAN)
+
+
+@probe.command("style")
+@_probe_options
+def probe_style(**kw) -> None:
+    """Does the adapter move generated images toward the style of the works in --refs, more than toward the
+    control artists?"""
+    _run_probe("style", kw)
+
+
+@probe.command("likeness")
+@_probe_options
+def probe_likeness(**kw) -> None:
+    """Does the adapter move generated images toward the person in the --refs photos, more than toward the
+    control people?"""
+    _run_probe("likeness", kw)
+
+
+@cli.group()
 def rules() -> None:
     """The knowledge lora-audit applies: licenses, policies, base families and finding codes."""
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from audit.findings import Finding
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "1.3"
 #: policy verdicts, least to most strict (a policy's verdict over several candidate bases is the strictest)
 VERDICTS = ("allow", "allow-with-conditions", "needs-review", "deny")
 
@@ -334,6 +334,7 @@ class AuditRecord:
     policies: list[PolicyVerdict] = field(default_factory=list)
     layers_omitted: int = 0  # layer records left out (scan keeps the strongest only); the summary counts all
     engine: EngineInfo | None = None
+    probe: dict[str, Any] | None = None  # audit.probe.run.ProbeResult.to_dict(), when a probe was run
     timing: dict[str, float] = field(default_factory=dict)  # seconds per stage: excluded from determinism
     schema_version: str = SCHEMA_VERSION
     tool: dict[str, str] = field(default_factory=dict)

@@ -263,7 +263,21 @@ def _ranks(rec: AuditRecord) -> str:
     return ", ".join(str(k) for k in keys[:3]) + ("…" if len(keys) > 3 else "")
 
 
-def file_view(rec: AuditRecord, index: int, *, batch: bool) -> dict:
+def _probe(rec: AuditRecord, image: bytes | None) -> dict | None:
+    if not rec.probe:
+        return None
+    from audit.reports.probe_view import arm_rows
+
+    p = rec.probe
+    view = {"verdict": p.get("verdict"), "mode": p.get("mode"), "primary": p.get("primary_arm"),
+            "embedder": p.get("embedder"), "reasons": p.get("reasons", []), "warnings": p.get("warnings", []),
+            "rows": arm_rows(p), "protocol": p.get("protocol", {}), "inputs": p.get("inputs", {}), "image": None}
+    if image is not None and image.startswith(b"\xff\xd8\xff"):  # our own contact sheet, as JPEG
+        view["image"] = Markup("data:image/jpeg;base64," + base64.b64encode(image).decode("ascii"))
+    return view
+
+
+def file_view(rec: AuditRecord, index: int, *, batch: bool, probe_image: bytes | None = None) -> dict:
     f = rec.file
     name = clean(f.name if f is not None else "?", NAME_LIMIT, middle=True)
     view: dict[str, Any] = {
@@ -332,6 +346,7 @@ def file_view(rec: AuditRecord, index: int, *, batch: bool) -> dict:
     view["metadata"] = [(clean(k, 120, middle=True), clean(v, limit)) for k, v in sorted(meta.items())[:keys]]
     view["metadata_more"] = max(0, len(meta) - keys)
     view["engine"] = rec.engine
+    view["probe"] = _probe(rec, probe_image)
     return view
 
 
@@ -509,8 +524,9 @@ def render_views(views: list[dict], *, title: str | None = None, generated: str 
             if p["id"] not in policy_ids:
                 policy_ids.append(p["id"])
     css, script = _asset("report.css"), _asset("report.js")
+    images = any(v.get("probe") and v["probe"]["image"] for v in views)  # a probe's contact sheet, inline
     csp = ("default-src 'none'; style-src " + _csp_hash(css) + "; script-src " + _csp_hash(script)
-           + "; img-src 'none'; font-src 'none'; connect-src 'none'; media-src 'none'; object-src 'none'; "
+           + ("; img-src data:" if images else "; img-src 'none'") + "; font-src 'none'; connect-src 'none'; media-src 'none'; object-src 'none'; "
            "frame-src 'none'; child-src 'none'; worker-src 'none'; manifest-src 'none'; base-uri 'none'; "
            "form-action 'none'")
     disclaimer = next((v["licensing"]["disclaimer"] for v in views if v["licensing"] is not None),

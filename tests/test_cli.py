@@ -41,7 +41,7 @@ def test_inspect_json_record_matches_dense(tmp_path):
     r = run("inspect", str(path), "--json")
     assert r.returncode == 0, r.stderr
     rec = json.loads(r.stdout)
-    assert rec["schema_version"] == "1.2"
+    assert rec["schema_version"] == "1.3"
     assert rec["format"]["id"] == "kohya"
     (layer,) = rec["layers"]
     ref = np.linalg.svd(dense, compute_uv=False)
