@@ -86,7 +86,9 @@ def _quiet() -> None:
         import transformers
 
         diffusers.utils.logging.set_verbosity_error()
+        diffusers.utils.logging.disable_progress_bar()
         transformers.utils.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()
     except Exception:  # pragma: no cover - logging only
         pass
 
@@ -134,6 +136,7 @@ def _patched(pipe) -> int:
 def apply_lora(pipe, lora: str, expected_layers: int | None, scale: float = 1.0) -> tuple[int, list]:
     """Load the adapter (diffusers converts kohya and other key formats) and compare the layers it patched with
     the layers lora-audit parsed; a difference is finding LA501."""
+    _quiet()
     pipe.load_lora_weights(lora, adapter_name=ADAPTER_NAME)
     pipe.set_adapters([ADAPTER_NAME], adapter_weights=[scale])
     patched = _patched(pipe)

@@ -123,3 +123,81 @@ def write_open_clip(dst: str | os.PathLike, seed: int = 0) -> Path:
     model = open_clip.create_model(f"local-dir:{dst}", load_weights=False)
     safetensors.torch.save_file(model.state_dict(), str(dst / "open_clip_model.safetensors"))
     return dst
+
+
+def peft_to_kohya(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """The same UNet LoRA in kohya's key format (``lora_unet_<module>.lora_down/lora_up.weight`` and an
+    ``alpha`` equal to the rank, so the scale stays 1): what a kohya-trained file looks like to the loader."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(src))
+    out = {}
+    for key, value in state.items():
+        if not key.startswith("unet.") or ".lora_" not in key:
+            raise ValueError(f"not a diffusers-PEFT UNet LoRA key: {key}")
+        module, _, rest = key[len("unet."):].rpartition(".lora_")
+        name = "lora_unet_" + module.replace(".", "_")
+        if rest.startswith("A"):
+            out[f"{name}.lora_down.weight"] = value.contiguous()
+            out[f"{name}.alpha"] = torch.tensor(float(value.shape[0]))
+        else:
+            out[f"{name}.lora_up.weight"] = value.contiguous()
+    save_file(out, str(dst), metadata={"ss_network_module": "networks.lora"})
+    return Path(dst)
+
+
+def flux_pipeline(seed: int = 0):
+    """A tiny FluxPipeline (random weights): one double- and one single-stream block, a 1-channel latent VAE,
+    a CLIP text encoder and a T5 encoder with a word-level tokenizer built in code."""
+    import tempfile
+
+    import tokenizers
+    import torch
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+    from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast, T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        tok = write_clip_tokenizer(tmp)
+    transformer = FluxTransformer2DModel(patch_size=1, in_channels=4, num_layers=1, num_single_layers=1,
+                                         attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                         pooled_projection_dim=32, axes_dims_rope=[4, 4, 8])
+    te = CLIPTextModel(CLIPTextConfig(
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=len(tok),
+        projection_dim=32, hidden_act="gelu"))
+    from audit.probe.design import LIKENESS_SUBJECTS, STYLE_SUBJECTS, TEMPLATES
+
+    words = ["<pad>", "</s>", "<unk>"] + sorted({w.strip(",") for t in (*STYLE_SUBJECTS, *LIKENESS_SUBJECTS, *TEMPLATES)
+                                                  for w in t.replace("{subject}", "").split() if w.strip(",")})
+    core = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    core.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok2 = PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=512)
+    te2 = T5EncoderModel(T5Config(vocab_size=len(words), d_model=32, d_ff=37, d_kv=8, num_heads=4, num_layers=2,
+                                  pad_token_id=0, eos_token_id=1))
+    vae = AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(4,), layers_per_block=1,
+                        latent_channels=1, norm_num_groups=1, use_quant_conv=False, use_post_quant_conv=False,
+                        shift_factor=0.0609, scaling_factor=1.5035)
+    return FluxPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), text_encoder=te, text_encoder_2=te2,
+                        tokenizer=tok, tokenizer_2=tok2, transformer=transformer, vae=vae)
+
+
+def write_flux_lora(pipe, dst: str | os.PathLike, *, rank: int = 4, scale: float = 1.0, seed: int = 0) -> Path:
+    """A random LoRA on the tiny FLUX transformer's attention projections, in the diffusers-PEFT format."""
+    import torch
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    torch.manual_seed(seed)
+    pipe.transformer.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights=False,
+                                            target_modules=["to_q", "to_k", "to_v", "to_out.0"]), adapter_name="tiny")
+    with torch.no_grad():
+        for name, p in pipe.transformer.named_parameters():
+            if "lora_B" in name:
+                p.mul_(scale)
+    layers = get_peft_model_state_dict(pipe.transformer, adapter_name="tiny")
+    type(pipe).save_lora_weights(str(dst), transformer_lora_layers=layers, safe_serialization=True)
+    pipe.transformer.delete_adapters("tiny")
+    return Path(dst) / "pytorch_lora_weights.safetensors"
