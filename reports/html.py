@@ -34,15 +34,12 @@ from markupsafe import Markup
 from audit import __version__
 from audit.findings import SEVERITIES, SEVERITY_RANK
 from audit.record import VERDICTS, AuditRecord
+from audit.reports.license_view import LEVEL_MEANING, VERDICT_SHORT, fact, verdict_rank
 from audit.reports.safe import clean
+from audit.reports.scan_view import inherited_licenses
 
-VERDICT_RANK = {name: i for i, name in enumerate(VERDICTS)}
-VERDICT_SHORT = {"allow": "allow", "allow-with-conditions": "cond.", "needs-review": "review", "deny": "DENY",
-                 "error": "error"}
 VERDICT_LABEL = {"allow": "Allow", "allow-with-conditions": "Allow with conditions", "needs-review": "Needs review",
                  "deny": "Deny", "error": "Error"}
-LEVEL_MEANING = {"P": "primary text read", "P-tag": "primary text, from a tagged release",
-                 "S": "secondary source", "U": "unverified"}
 #: policy verdicts as findings: the banners show them, so the findings list leaves them out
 POLICY_CODES = ("LA400", "LA401", "LA402")
 #: codes shown under "Conflicts" in the license chain (claims against the chain, lineage choice)
@@ -204,34 +201,12 @@ def _policy(p) -> dict:
         "reasons": [_reason(r) for r in p.reasons], "conditions": [_reason(r) for r in p.conditions],
         "notes": [_reason(r) for r in p.notes],
         "by_lineage": sorted(p.by_lineage.items()) if len(set(p.by_lineage.values())) > 1 else [],
-        "context": [(k, _context_value(v)) for k, v in sorted(p.context.items())],
+        "context": [(k, fact(v)) for k, v in sorted(p.context.items())],
     }
 
 
-def _context_value(v: Any) -> str:
-    if v is None or v == []:
-        return "not given"
-    if isinstance(v, (list, tuple)):
-        return ", ".join(str(x) for x in v)
-    return _num(v) if isinstance(v, (int, float)) else str(v)
-
-
 def _worst(policies) -> str | None:
-    if not policies:
-        return None
-    return max((p.verdict for p in policies), key=lambda v: VERDICT_RANK.get(v, VERDICT_RANK["needs-review"]))
-
-
-def _license_ids(rec: AuditRecord) -> list[str]:
-    lic = rec.licensing
-    if lic is None:
-        return []
-    seen: list[str] = []
-    for lineage in lic.lineages:
-        for link in lineage.chain:
-            if link.role == "base" and link.license.id not in seen:
-                seen.append(link.license.id)
-    return seen
+    return max((p.verdict for p in policies), key=verdict_rank) if policies else None
 
 
 def _family(rec: AuditRecord) -> str:
@@ -271,7 +246,7 @@ def _probe(rec: AuditRecord, image: bytes | None) -> dict | None:
     p = rec.probe
     view = {"verdict": p.get("verdict"), "mode": p.get("mode"), "primary": p.get("primary_arm"),
             "embedder": p.get("embedder"), "reasons": p.get("reasons", []), "warnings": p.get("warnings", []),
-            "rows": arm_rows(p), "protocol": p.get("protocol", {}), "inputs": p.get("inputs", {}), "image": None}
+            "rows": arm_rows(p.get("arms", {})), "protocol": p.get("protocol", {}), "inputs": p.get("inputs", {}), "image": None}
     if image is not None and image.startswith(b"\xff\xd8\xff"):  # our own contact sheet, as JPEG
         view["image"] = Markup("data:image/jpeg;base64," + base64.b64encode(image).decode("ascii"))
     return view
@@ -286,7 +261,7 @@ def file_view(rec: AuditRecord, index: int, *, batch: bool, probe_image: bytes |
         "size": _size(f.size if f is not None else None), "status": rec.status,
         "error": rec.error, "domain": rec.domain, "domain_reason": rec.domain_reason,
         "family": _family(rec), "kinds": _kinds(rec), "ranks": _ranks(rec), "rank_sort": _main_rank(rec),
-        "licenses": _license_ids(rec), "worst": _worst(rec.policies) if rec.status == "ok" else "error",
+        "licenses": inherited_licenses(rec), "worst": _worst(rec.policies) if rec.status == "ok" else "error",
         "policies": [_policy(p) for p in rec.policies],
     }
     view["by_policy"] = {p["id"]: p for p in view["policies"]}
@@ -365,7 +340,7 @@ def _licensing(rec: AuditRecord) -> dict | None:
                        "via": link.via} for link in lineage.chain],
         })
     return {"basis": lic.basis, "basis_detail": lic.basis_detail, "asserted": lic.asserted, "lineages": lineages,
-            "declared": lic.declared, "civitai": [(k, _context_value(v)) for k, v in sorted((lic.civitai or {}).items())],
+            "declared": lic.declared, "civitai": [(k, fact(v)) for k, v in sorted((lic.civitai or {}).items())],
             "disclaimer": lic.disclaimer}
 
 
@@ -503,6 +478,7 @@ def _environment() -> jinja2.Environment:
     env.filters["clip"] = lambda v, n=NAME_LIMIT: "" if v is None else clean(v, n, middle=True)
     env.globals["verdict_label"] = lambda v: VERDICT_LABEL.get(v, v)
     env.globals["verdict_short"] = lambda v: VERDICT_SHORT.get(v, v)
+    env.globals["verdict_rank"] = verdict_rank
     return env
 
 

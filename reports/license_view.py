@@ -36,7 +36,7 @@ BASIS_MEANING = {
 }
 
 
-def _fact(value: Any) -> str:
+def fact(value: Any) -> str:
     """A deployer fact as the user would write it: unknown when not given."""
     if value is None:
         return "unknown"
@@ -207,7 +207,7 @@ def _policy(p: PolicyVerdict, several_lineages: bool) -> list:
     out.append(line)
     if p.context:
         ctx = Text("  evaluated with: ", style="dim")
-        shown = [f"{k}={_fact(v)}" for k, v in list(p.context.items())[:30]]
+        shown = [f"{k}={fact(v)}" for k, v in list(p.context.items())[:30]]
         ctx.append_text(text(", ".join(shown), "dim", limit=300))
         out.append(ctx)
     for title, items in (("reasons", p.reasons), ("conditions the deployer must meet", p.conditions),

@@ -18,9 +18,8 @@ def _ci(ci) -> str:
     return f"{ci[0]:+.4f} … {ci[1]:+.4f}"
 
 
-def arm_rows(result: Any) -> list[dict[str, str]]:
-    """One row per trigger arm: the numbers both the terminal and the HTML report show."""
-    arms = result.arms if hasattr(result, "arms") else result["arms"]
+def arm_rows(arms: dict[str, Any]) -> list[dict[str, str]]:
+    """One row per trigger arm (``ProbeResult.arms``): the numbers both the terminal and the HTML report show."""
     rows = []
     for arm, res in arms.items():
         e, p, c = res["effect"], res.get("panel"), res.get("consistency")
@@ -48,7 +47,7 @@ def render(result: Any, console: Console) -> None:
     for col in ("arm", "pairs", "Δ target", "95% CI", "p", "d_z", "margin over best control", "panel",
                 "attribution base → LoRA"):
         table.add_column(col)
-    for row in arm_rows(result):
+    for row in arm_rows(result.arms):
         table.add_row(*(text(row[k], limit=80) for k in ("arm", "pairs", "delta", "ci", "p", "dz", "margin",
                                                           "panel", "attribution")))
     console.print(table)

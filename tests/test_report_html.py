@@ -7,6 +7,7 @@ is what the records say: chart geometry, counts, the condition catalogue of a ba
 from __future__ import annotations
 
 import html as htmllib
+import json
 import math
 import re
 import subprocess
@@ -96,7 +97,7 @@ def demo_report(tmp_path_factory) -> tuple[str, AuditRecord]:
     assert r.returncode == 0, r.stderr
     assert f"HTML report written to {out / 'demo-sd15-kohya.html'}" in r.stdout
     text = (out / "demo-sd15-kohya.html").read_text(encoding="utf-8")
-    record = from_dict(__import__("json").loads((out / "demo-sd15-kohya.json").read_text()))
+    record = from_dict(json.loads((out / "demo-sd15-kohya.json").read_text()))
     return text, record
 
 

@@ -24,7 +24,8 @@ def write_clip_tokenizer(dst: str | os.PathLike):
     dst = Path(dst)
     dst.mkdir(parents=True, exist_ok=True)
     bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
-    merges = gzip.open(bpe).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+    with gzip.open(bpe) as fh:
+        merges = fh.read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
     merges = [tuple(m.split()) for m in merges]
     vocab = list(bytes_to_unicode().values())
     vocab += [v + "</w>" for v in vocab]
