@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from audit import corpus
+
+from tests.procs import committed_paths, traced, wait_for_traced
 
 PROG = [sys.executable, "-c", "import cli; cli.main()"]
 
@@ -166,6 +166,20 @@ def test_scan_mixed_folder_reports_every_file(tmp_path):
     assert summary["max_worker_peak_rss_mb"] > 0
 
 
+def test_license_exit_code_follows_fail_verdict_and_unreadable_files(tmp_path):
+    """SD1.5 under commercial-hosted-service is allow-with-conditions: exit 1 only when --fail-verdict is that
+    lenient; a file that cannot be read makes it 2, whatever the verdicts."""
+    f = sd15(tmp_path / "a.safetensors")
+    pol = ("--policy", "commercial-hosted-service", "--json")
+    assert run("license", f, *pol).returncode == 0  # default --fail-verdict deny
+    assert run("license", f, *pol, "--fail-verdict", "needs-review").returncode == 0
+    assert run("license", f, *pol, "--fail-verdict", "allow-with-conditions").returncode == 1
+    assert run("license", f, *pol, "--fail-verdict", "allow-with-conditions", "--fail-on", "never").returncode == 1
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{}")
+    assert run("license", f, bad, *pol, "--fail-verdict", "never").returncode == 2
+
+
 def test_scan_exit_codes_and_machine_formats(tmp_path):
     d = tmp_path / "ok"
     d.mkdir()
@@ -225,23 +239,20 @@ def test_scan_killed_halfway_resumes_without_rereading(tmp_path):
             "--no-progress"]
     proc = subprocess.Popen(args, env=dict(os.environ, LORA_AUDIT_SCAN_TRACE=str(trace1)),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if trace1.exists() and len(trace1.read_text().splitlines()) >= 8:
-            break
-        time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)  # the scan and its worker, without warning
-    proc.wait(timeout=30)
+    try:
+        wait_for_traced(proc, trace1, 8)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the scan and its worker, without warning
+        proc.wait(timeout=30)
     assert not out.exists()  # the output appears whole or not at all
-    with sqlite3.connect(cache) as db:
-        committed = {bytes(p).decode() if isinstance(p, bytes) else p for (p,) in db.execute("SELECT path FROM files")}
-    first = set(trace1.read_text().splitlines())
+    committed = committed_paths(cache)
+    first = set(traced(trace1))
     assert 1 <= len(committed) < len(names)
     assert committed <= first
     r = subprocess.run(args, env=dict(os.environ, LORA_AUDIT_SCAN_TRACE=str(trace2)), capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    second = set(trace2.read_text().splitlines()) if trace2.exists() else set()
+    second = set(traced(trace2))
     assert not (second & committed)  # files finished before the kill are not read again
     assert second | committed == set(names)
     assert len(out.read_text().splitlines()) == len(names)

@@ -16,7 +16,6 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,8 @@ import pytest
 from audit import scan
 from audit.analyse import Options
 from audit.corpus import write_safetensors
+
+from tests.procs import committed_paths, traced, wait_for_traced, wait_group_gone
 
 TESTS = Path(__file__).resolve().parent
 STEM = "lora_unet_down_blocks_0_attentions_0_transformer_blocks_0_attn2_to_k"
@@ -81,10 +82,6 @@ def run_scan(paths, cfg, trace: Path | None = None, monkeypatch=None) -> tuple[C
     finally:
         os.environ.pop(scan.TRACE_ENV, None)
     return out, summary
-
-
-def traced(trace: Path) -> list[str]:
-    return trace.read_text().splitlines() if trace.exists() else []
 
 
 @pytest.fixture(autouse=True)
@@ -529,32 +526,17 @@ def test_a_killed_scan_resumes_without_redoing_committed_files(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 120
-        while len(traced(trace1)) < 6:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the driver made no progress"
-            time.sleep(0.05)
+        wait_for_traced(proc, trace1, 6)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(30)
         # the workers notice that their parent is gone and leave on their own
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                os.killpg(proc.pid, 0)
-            except ProcessLookupError:
-                break
-            if time.monotonic() > deadline:
-                os.killpg(proc.pid, signal.SIGKILL)
-                pytest.fail("worker processes outlived the killed scan")
-            time.sleep(0.05)
+        wait_group_gone(proc.pid, 30, "worker processes outlived the killed scan")
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.stdout.close()
         proc.stderr.close()
-    con = sqlite3.connect(db)
-    committed = {os.fsdecode(p) for (p,) in con.execute("SELECT path FROM files")}
-    con.close()
+    committed = committed_paths(db)
     assert 0 < len(committed) < len(files)
     assert committed <= set(traced(trace1))
 
@@ -581,11 +563,7 @@ def test_sigterm_stops_the_scan_and_its_workers(tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 120
-        while len(traced(trace)) < 2:
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the driver made no progress"
-            time.sleep(0.05)
+        wait_for_traced(proc, trace, 2)
         os.kill(proc.pid, signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)
     finally:
@@ -595,17 +573,8 @@ def test_sigterm_stops_the_scan_and_its_workers(tmp_path):
     assert stdout.strip() == "interrupted", stderr
     assert proc.returncode == 0
     # SIGTERM killed the workers at once: the process group is empty right after the parent returned
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            os.killpg(proc.pid, 0)
-        except ProcessLookupError:
-            break
-        assert time.monotonic() < deadline, "workers outlived the terminated scan"
-        time.sleep(0.05)
-    con = sqlite3.connect(db)
-    committed = {os.fsdecode(p) for (p,) in con.execute("SELECT path FROM files")}
-    con.close()
+    wait_group_gone(proc.pid, 10, "workers outlived the terminated scan")
+    committed = committed_paths(db)
     assert committed <= set(traced(trace)) and len(committed) < 8
 
 
@@ -639,10 +608,7 @@ def test_keyboard_interrupt_kills_workers_and_keeps_what_was_committed(tmp_path)
     with pytest.raises(KeyboardInterrupt):
         scan.run(scan.discover([d]), config(tmp_path, cache_path=str(db), target="scan_targets:slow"), on_record)
     assert not multiprocessing.active_children()
-    con = sqlite3.connect(db)
-    committed = {os.fsdecode(p) for (p,) in con.execute("SELECT path FROM files")}
-    con.close()
-    assert set(seen) <= committed  # whatever was delivered had been committed first
+    assert set(seen) <= committed_paths(db)  # whatever was delivered had been committed first
 
 
 def test_records_arrive_in_path_order_whatever_the_completion_order(tmp_path):
