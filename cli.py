@@ -165,27 +165,6 @@ def _settings(policies, assume, revenue, mau, territory, facts, *, default_all: 
     return licensing.Settings(policies=loaded, facts=values, assume=tuple(assume))
 
 
-def _verdict_fails(records, fail_verdict: str) -> bool:
-    from audit.licensing import VERDICTS
-
-    if fail_verdict == "never":
-        return False
-    limit = VERDICTS.index(fail_verdict)
-    return any(VERDICTS.index(p.verdict) >= limit for r in records for p in r.policies)
-
-
-def _exit_code(records, fail_on: str, fail_verdict: str) -> int:
-    from audit.findings import at_or_above
-
-    if any(r.status == "error" for r in records):
-        return EXIT_ERROR
-    if _verdict_fails(records, fail_verdict):
-        return EXIT_FINDINGS
-    if fail_on != "never" and any(at_or_above(r.findings, fail_on) for r in records):
-        return EXIT_FINDINGS
-    return EXIT_CLEAN
-
-
 def _run_scan(entries, config, on_record, console, no_progress: bool):
     """``audit.scan.run`` with a rich progress bar on a terminal (shared by ``scan`` and ``report``)."""
     from audit import scan as scanning
@@ -273,7 +252,9 @@ def _write_html(path: str, views, console) -> None:
 
 
 class _Judge:
-    """The exit code of a scan, from its results as they arrive."""
+    """The exit code of `license`, `scan` and `report`, from each file's status and findings as they arrive: 2 when
+    a file could not be read, 1 when a policy verdict is at least --fail-verdict (the verdict's LA400-LA402
+    finding) or a finding is at or above --fail-on, else 0."""
 
     def __init__(self, fail_on: str, fail_verdict: str):
         from audit.findings import SEVERITY_RANK
@@ -283,10 +264,11 @@ class _Judge:
         self.threshold = SEVERITY_RANK.get(fail_on)
         self.error = self.verdict = self.finding = False
 
-    def add(self, result) -> None:
-        if result.status == "error":
+    def add(self, status: str, findings) -> None:
+        """``findings``: (code, severity) pairs."""
+        if status == "error":
             self.error = True
-        for code, severity in result.findings:
+        for code, severity in findings:
             if code in self.verdict_codes:
                 self.verdict = True
             if self.threshold is not None and self.rank[severity] >= self.threshold:
@@ -331,7 +313,10 @@ def license_(files, policies, assume, revenue, mau, territory, facts, fail_verdi
             if i:
                 console.print()
             license_view.render(record, console)
-    sys.exit(_exit_code(records, fail_on, fail_verdict))
+    judge = _Judge(fail_on, fail_verdict)
+    for record in records:
+        judge.add(record.status, ((f.code, f.severity) for f in record.findings))
+    sys.exit(judge.code())
 
 
 SCAN_FORMATS = ("table", "json", "jsonl", "sarif", "junit")
@@ -398,7 +383,7 @@ def scan(paths, policies, assume, revenue, mau, territory, facts, fail_verdict, 
             fh.write('{"policies": ' + json.dumps(policy_ids) + ', "records": [\n')
 
         def on_record(result, cached: bool) -> None:
-            judge.add(result)
+            judge.add(result.status, result.findings)
             if html_out:
                 from audit.reports import html
 
@@ -493,7 +478,7 @@ def report(paths, policies, assume, revenue, mau, territory, facts, fail_verdict
     def on_record(result, cached: bool) -> None:
         from audit.reports import html
 
-        judge.add(result)
+        judge.add(result.status, result.findings)
         views.append(html.file_view(result.record, len(views), batch=len(entries) != 1))
 
     try:
